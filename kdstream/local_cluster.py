@@ -1,0 +1,708 @@
+"""A local single-node Kafka (KRaft) and Redis, started without Docker.
+
+Run it with ``kdstream local up`` / ``kdstream local status`` / ``kdstream local down [--wipe]``,
+or from Python::
+
+    from kdstream.local_cluster import LocalClusterConfig, local_up, local_down
+    info = local_up(LocalClusterConfig.from_env())
+    print(info.kafka_url, info.redis_url)
+    local_down(LocalClusterConfig.from_env())
+
+``up`` resolves the pinned Apache Kafka release and its runtime dependencies from Maven Central
+with ``mvn`` into a cache shared by every checkout (``~/.cache/kdstream/kafka-<version>``, once;
+later starts never touch the network), formats KRaft storage, starts one combined
+broker+controller JVM on 127.0.0.1 and a ``redis-server``, each detached in its own process
+group with a pid file and a log file under ``home``, and waits until both answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdstream.errors import ConfigError, ServiceError
+
+#: Newest Kafka 4.x (KRaft only) that Maven Central serves; the broker needs Java 17+.
+KAFKA_VERSION = "4.4.0"
+SCALA_VERSION = "2.13"
+#: Kafka 4.x logs through slf4j 1.7 -> log4j2; pin the binding to the log4j-core Kafka pulls in.
+LOG4J_VERSION = "2.25.5"
+
+_MARKER = ".kdstream-local"
+_HEAP_RE = re.compile(r"^[1-9][0-9]*[kKmMgG]$")
+_LogFn = Callable[[str], None]
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kdstream"
+
+
+@dataclass(frozen=True)
+class LocalClusterConfig:
+    """Where and how the local Kafka + Redis run.
+
+    Parameters
+    ----------
+    home
+        Data folder for everything the cluster writes (Kafka log dirs, Redis dir, logs, pid
+        files). ``down --wipe`` deletes it. Env: ``KDSTREAM_LOCAL_HOME``.
+    kafka_port
+        Kafka client listener on 127.0.0.1. Env: ``KDSTREAM_KAFKA_PORT``.
+    controller_port
+        KRaft controller listener on 127.0.0.1. Env: ``KDSTREAM_KAFKA_CONTROLLER_PORT``.
+    redis_port
+        Redis port on 127.0.0.1. Env: ``KDSTREAM_REDIS_PORT``.
+    kafka_version
+        Apache Kafka release resolved from Maven Central (4.x, KRaft only).
+    heap
+        JVM maximum heap of the broker, e.g. ``"512m"``.
+    cache_dir
+        Jar cache shared by all checkouts (not deleted by ``--wipe``).
+        Env: ``KDSTREAM_CACHE_DIR``; default ``$XDG_CACHE_HOME/kdstream`` or ``~/.cache/kdstream``.
+    start_timeout_s
+        How long ``up`` waits for each service to answer.
+
+    Examples
+    --------
+    >>> cfg = LocalClusterConfig(kafka_port=19092, controller_port=19093, redis_port=16379)
+    >>> cfg.kafka_bootstrap, cfg.redis_url
+    ('127.0.0.1:19092', 'redis://127.0.0.1:16379')
+    """
+
+    home: Path = Path(".kdstream/local")
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    redis_port: int = 6379
+    kafka_version: str = KAFKA_VERSION
+    heap: str = "512m"
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    start_timeout_s: float = 90.0
+
+    def __post_init__(self) -> None:
+        ports = {
+            "kafka_port": self.kafka_port,
+            "controller_port": self.controller_port,
+            "redis_port": self.redis_port,
+        }
+        for name, port in ports.items():
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ConfigError(f"{name} must be an int in 1..65535, got {port!r}")
+        if len(set(ports.values())) != len(ports):
+            raise ConfigError(f"ports must be distinct, got {ports}")
+        if not _HEAP_RE.match(self.heap):
+            raise ConfigError(f"heap must look like '512m' or '1g', got {self.heap!r}")
+        if not re.fullmatch(r"4\.\d+\.\d+", self.kafka_version):
+            raise ConfigError(f"kafka_version must be a 4.x release, got {self.kafka_version!r}")
+        if self.start_timeout_s <= 0:
+            raise ConfigError(f"start_timeout_s must be > 0, got {self.start_timeout_s!r}")
+        object.__setattr__(self, "home", Path(self.home))
+        object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> LocalClusterConfig:
+        """Build a config from ``KDSTREAM_*`` env vars (read once, here), then ``overrides``."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+        for var, key, conv in (
+            ("KDSTREAM_LOCAL_HOME", "home", Path),
+            ("KDSTREAM_KAFKA_PORT", "kafka_port", int),
+            ("KDSTREAM_KAFKA_CONTROLLER_PORT", "controller_port", int),
+            ("KDSTREAM_REDIS_PORT", "redis_port", int),
+            ("KDSTREAM_CACHE_DIR", "cache_dir", Path),
+        ):
+            raw = env.get(var)
+            if raw:
+                try:
+                    kwargs[key] = conv(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{var}={raw!r} is not a valid {key}") from exc
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # Derived locations --------------------------------------------------------------------
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def kafka_url(self) -> str:
+        return f"kafka://{self.kafka_bootstrap}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}"
+
+    @property
+    def jar_dir(self) -> Path:
+        return self.cache_dir / f"kafka-{self.kafka_version}" / "libs"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.home / "redis"
+
+    @property
+    def kafka_log(self) -> Path:
+        return self.home / "kafka.log"
+
+    @property
+    def redis_log(self) -> Path:
+        return self.home / "redis.log"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What ``local_up`` started (or found running).
+
+    Parameters
+    ----------
+    kafka_url, redis_url
+        ``kafka://127.0.0.1:<port>`` and ``redis://127.0.0.1:<port>``.
+    kafka_bootstrap
+        ``host:port`` for kafka-python's ``bootstrap_servers``.
+    kafka_pid, redis_pid
+        Process ids of the broker JVM and of redis-server.
+    home
+        The data folder.
+    already_running
+        True when both services were up and healthy before the call.
+    """
+
+    kafka_url: str
+    redis_url: str
+    kafka_bootstrap: str
+    kafka_pid: int
+    redis_pid: int
+    home: Path
+    already_running: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Jar resolution
+# --------------------------------------------------------------------------------------------
+def _pom(kafka_version: str) -> str:
+    # Generated rather than shipped as a resource so that a non-editable install needs no
+    # package data; the versions above are the single place they are pinned.
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>io.kdstream.local</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{kafka_version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_{SCALA_VERSION}</artifactId>
+      <version>{kafka_version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{LOG4J_VERSION}</version>
+      <scope>runtime</scope>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    # Two test sessions or CLIs may resolve or start at once; serialise them.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_kafka_jars(cfg: LocalClusterConfig, log: _LogFn | None = None) -> Path:
+    """Resolve Kafka's runtime jars into the cache once; return the folder of jars."""
+    jar_dir = cfg.jar_dir
+    root = jar_dir.parent
+    done = root / ".complete"
+    if done.exists():
+        return jar_dir
+    with _file_lock(root.parent / f".kafka-{cfg.kafka_version}.lock"):
+        if done.exists():
+            return jar_dir
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ServiceError(
+                "Maven (`mvn`) is needed once to fetch Kafka's jars; install it with "
+                "`apt-get install -y maven`"
+            )
+        if log:
+            log(f"resolving Apache Kafka {cfg.kafka_version} with mvn into {root} (once)")
+        root.mkdir(parents=True, exist_ok=True)
+        if jar_dir.exists():
+            shutil.rmtree(jar_dir)  # a half-copied folder from an interrupted run
+        (root / "pom.xml").write_text(_pom(cfg.kafka_version))
+        cmd = [
+            mvn, "-B", "-q", "-f", str(root / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={jar_dir}", "-DincludeScope=runtime",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+        if proc.returncode != 0 or not any(jar_dir.glob(f"kafka_{SCALA_VERSION}-*.jar")):
+            tail = (proc.stdout + proc.stderr)[-3000:]
+            raise ServiceError(f"mvn could not resolve Kafka {cfg.kafka_version}:\n{tail}")
+        done.write_text(cfg.kafka_version + "\n")
+    return jar_dir
+
+
+# --------------------------------------------------------------------------------------------
+# Process helpers
+# --------------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _spawn_detached(cmd: list[str], log_file: Path, cwd: Path) -> int:
+    """Start ``cmd`` in a new session, outliving us; return its pid.
+
+    A throwaway ``sh`` backgrounds the command and exits, so the service is re-parented
+    and never becomes our zombie, and no ``Popen`` object is left to warn on collection.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as fh:
+        fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+    script = 'log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!'
+    out = subprocess.run(
+        ["sh", "-c", script, "sh", str(log_file), *cmd],
+        cwd=cwd, capture_output=True, text=True, check=True, start_new_session=True,
+    )  # fmt: skip
+    return int(out.stdout.strip())
+
+
+def _port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _log_tail(path: Path, n: int = 25) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-n:])
+
+
+def _terminate(pid_file: Path, *, kill: bool, timeout: float) -> bool:
+    """SIGTERM (or SIGKILL) the process group recorded in ``pid_file``; True if one ran."""
+    pid = _read_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        return False
+    # Never signal our own group (a stale pid file must not take the caller down).
+    target_group = pgid != os.getpgrp()
+
+    def _send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if target_group:
+                os.killpg(pgid, sig)
+            else:
+                os.kill(pid, sig)
+
+    _send(signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        _send(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Health checks
+# --------------------------------------------------------------------------------------------
+def redis_ping(port: int, timeout: float = 1.0) -> bool:
+    """True when a Redis server on 127.0.0.1:``port`` answers PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def kafka_ready(bootstrap: str, timeout: float = 5.0) -> bool:
+    """True when the broker answers a metadata request and lists itself as a live broker."""
+    if not _port_open(int(bootstrap.rsplit(":", 1)[1])):
+        return False
+    from kafka import KafkaAdminClient  # lazy: kafka-python is only needed here
+    from kafka.errors import KafkaError
+
+    ms = int(timeout * 1000)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="kdstream-local-probe",
+            request_timeout_ms=ms,
+            api_version_auto_timeout_ms=ms,
+        )
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        return bool(admin.describe_cluster().get("brokers"))
+    except (KafkaError, OSError, ValueError):
+        return False
+    finally:
+        admin.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka
+# --------------------------------------------------------------------------------------------
+def _server_properties(cfg: LocalClusterConfig) -> str:
+    k, c = cfg.kafka_port, cfg.controller_port
+    data = (cfg.kafka_dir / "data").resolve()
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        # A static voter set: the quorum is read from this file at every start, so changing
+        # the controller port needs no reformat (the dynamic quorum stores the endpoint).
+        "controller.quorum.voters": f"1@127.0.0.1:{c}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{k},CONTROLLER://127.0.0.1:{c}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{k}",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "group.initial.rebalance.delay.ms": "0",
+        "offsets.topic.replication.factor": "1",
+        # 50 internal partitions make the first consumer group slow to start on 2 cores.
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+    }
+    return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+_LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise ServiceError(
+            "Java 17+ is needed for Kafka 4.x; install it with "
+            "`apt-get install -y openjdk-17-jre-headless`"
+        )
+    return java
+
+
+def _kafka_cmd(cfg: LocalClusterConfig, jar_dir: Path, main: list[str]) -> list[str]:
+    return [
+        _java(),
+        f"-Xmx{cfg.heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:+ExplicitGCInvokesConcurrent",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={(cfg.kafka_dir / 'log4j2.properties').resolve()}",
+        "-cp",
+        str(jar_dir.resolve() / "*"),
+        *main,
+    ]
+
+
+def _format_storage(cfg: LocalClusterConfig, jar_dir: Path, props: Path) -> None:
+    data = cfg.kafka_dir / "data"
+    if (data / "meta.properties").exists():
+        return
+    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+    cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    cmd = _kafka_cmd(cfg, jar_dir, ["kafka.tools.StorageTool", "format"])
+    cmd += ["-t", cluster_id, "-c", str(props.resolve())]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise ServiceError(f"formatting KRaft storage failed:\n{tail}")
+
+
+def start_kafka(cfg: LocalClusterConfig, log: _LogFn | None = None) -> int:
+    """Start the broker if it is not running and wait until it answers; return its pid."""
+    pid_file = cfg.home / "kafka.pid"
+    pid = _read_pid(pid_file)
+    if pid is None:
+        for port in (cfg.kafka_port, cfg.controller_port):
+            if _port_open(port):
+                raise ServiceError(
+                    f"port {port} on 127.0.0.1 is taken by another process; pick other ports "
+                    "(KDSTREAM_KAFKA_PORT, KDSTREAM_KAFKA_CONTROLLER_PORT)"
+                )
+        jar_dir = ensure_kafka_jars(cfg, log)
+        cfg.kafka_dir.mkdir(parents=True, exist_ok=True)
+        props = cfg.kafka_dir / "server.properties"
+        props.write_text(_server_properties(cfg))
+        (cfg.kafka_dir / "log4j2.properties").write_text(_LOG4J2)
+        _format_storage(cfg, jar_dir, props)
+        if log:
+            log(f"starting Kafka {cfg.kafka_version} on {cfg.kafka_bootstrap}")
+        pid = _spawn_detached(
+            _kafka_cmd(cfg, jar_dir, ["kafka.Kafka", str(props.resolve())]),
+            cfg.kafka_log,
+            cfg.home,
+        )
+        pid_file.write_text(f"{pid}\n")
+    deadline = time.monotonic() + cfg.start_timeout_s
+    while not kafka_ready(cfg.kafka_bootstrap, timeout=2.0):
+        if not _pid_alive(pid):
+            pid_file.unlink(missing_ok=True)
+            raise ServiceError(
+                f"Kafka exited during start; see {cfg.kafka_log}:\n{_log_tail(cfg.kafka_log)}"
+            )
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"Kafka did not answer on {cfg.kafka_bootstrap} within {cfg.start_timeout_s:.0f}s;"
+                f" see {cfg.kafka_log}:\n{_log_tail(cfg.kafka_log)}"
+            )
+        time.sleep(0.3)
+    return pid
+
+
+def stop_kafka(cfg: LocalClusterConfig, *, kill: bool = False, timeout: float = 30.0) -> bool:
+    """Stop the broker (SIGTERM, SIGKILL after ``timeout``; ``kill=True`` SIGKILLs at once)."""
+    return _terminate(cfg.home / "kafka.pid", kill=kill, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------
+# Redis
+# --------------------------------------------------------------------------------------------
+def _redis_server(log: _LogFn | None = None) -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    cmd = "apt-get install -y redis-server"
+    if os.geteuid() != 0:
+        raise ServiceError(f"redis-server is not installed; run `sudo {cmd}` and retry")
+    if log:
+        log("redis-server missing: installing Debian's redis-server package")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    apt = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"]
+    proc = subprocess.run(apt, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:  # the package lists may be missing or stale
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
+        proc = subprocess.run(apt, capture_output=True, text=True, env=env, check=False)
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if proc.returncode != 0 or found is None:
+        tail = (proc.stdout + proc.stderr)[-2000:]
+        raise ServiceError(f"could not install redis-server (`{cmd}` failed):\n{tail}")
+    return found
+
+
+def start_redis(cfg: LocalClusterConfig, log: _LogFn | None = None) -> int:
+    """Start redis-server if it is not running and wait until it answers PING; return its pid."""
+    pid_file = cfg.home / "redis.pid"
+    pid = _read_pid(pid_file)
+    if pid is None:
+        if _port_open(cfg.redis_port):
+            raise ServiceError(
+                f"port {cfg.redis_port} on 127.0.0.1 is taken by another process; "
+                "pick another with KDSTREAM_REDIS_PORT"
+            )
+        server = _redis_server(log)
+        cfg.redis_dir.mkdir(parents=True, exist_ok=True)
+        if log:
+            log(f"starting redis-server on 127.0.0.1:{cfg.redis_port}")
+        cmd = [
+            server, "--bind", "127.0.0.1", "--port", str(cfg.redis_port),
+            "--dir", str(cfg.redis_dir.resolve()), "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--logfile", "",
+        ]  # fmt: skip
+        pid = _spawn_detached(cmd, cfg.redis_log, cfg.home)
+        pid_file.write_text(f"{pid}\n")
+    deadline = time.monotonic() + cfg.start_timeout_s
+    while not redis_ping(cfg.redis_port):
+        if not _pid_alive(pid):
+            pid_file.unlink(missing_ok=True)
+            tail = _log_tail(cfg.redis_log)
+            raise ServiceError(f"redis-server exited during start; see {cfg.redis_log}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"Redis did not answer on port {cfg.redis_port} within {cfg.start_timeout_s:.0f}s;"
+                f" see {cfg.redis_log}"
+            )
+        time.sleep(0.1)
+    return pid
+
+
+def stop_redis(cfg: LocalClusterConfig, *, kill: bool = False, timeout: float = 10.0) -> bool:
+    """Stop redis-server (SIGTERM, SIGKILL after ``timeout``)."""
+    return _terminate(cfg.home / "redis.pid", kill=kill, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points (called by the CLI)
+# --------------------------------------------------------------------------------------------
+def _mark_home(cfg: LocalClusterConfig) -> None:
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    marker = cfg.home / _MARKER
+    if not marker.exists():
+        marker.write_text("created by kdstream local up; `kdstream local down --wipe` deletes\n")
+
+
+def local_up(cfg: LocalClusterConfig, log: _LogFn | None = None) -> ClusterInfo:
+    """Start (or find running) Kafka and Redis and wait until both answer.
+
+    Idempotent: services already running and healthy are only reported. Raises
+    ``ServiceError`` with the log file's tail when a service does not come up.
+    """
+    _mark_home(cfg)
+    with _file_lock(cfg.home / ".lock"):
+        was_up = _read_pid(cfg.home / "kafka.pid") is not None and _read_pid(
+            cfg.home / "redis.pid"
+        ) is not None
+        redis_pid = start_redis(cfg, log)
+        kafka_pid = start_kafka(cfg, log)
+    return ClusterInfo(
+        kafka_url=cfg.kafka_url,
+        redis_url=cfg.redis_url,
+        kafka_bootstrap=cfg.kafka_bootstrap,
+        kafka_pid=kafka_pid,
+        redis_pid=redis_pid,
+        home=cfg.home,
+        already_running=was_up,
+    )
+
+
+def local_down(cfg: LocalClusterConfig, wipe: bool = False) -> dict[str, bool]:
+    """Stop both services; with ``wipe`` also delete ``home`` (never the jar cache).
+
+    Returns which services were running.
+    """
+    stopped = {"kafka": stop_kafka(cfg), "redis": stop_redis(cfg)}
+    if wipe and cfg.home.exists():
+        if not (cfg.home / _MARKER).exists():
+            raise ServiceError(
+                f"refusing to delete {cfg.home}: it was not created by `kdstream local up`"
+            )
+        shutil.rmtree(cfg.home)
+    return stopped
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def local_status(cfg: LocalClusterConfig) -> dict[str, Any]:
+    """Whether each service's process is alive and answering, with pids, URLs, logs and RSS."""
+    kafka_pid = _read_pid(cfg.home / "kafka.pid")
+    redis_pid = _read_pid(cfg.home / "redis.pid")
+    return {
+        "home": str(cfg.home),
+        "kafka": {
+            "url": cfg.kafka_url,
+            "pid": kafka_pid,
+            "alive": kafka_pid is not None,
+            "answering": kafka_ready(cfg.kafka_bootstrap, timeout=2.0),
+            "rss_kib": _rss_kib(kafka_pid) if kafka_pid else None,
+            "log": str(cfg.kafka_log),
+            "version": cfg.kafka_version,
+        },
+        "redis": {
+            "url": cfg.redis_url,
+            "pid": redis_pid,
+            "alive": redis_pid is not None,
+            "answering": redis_ping(cfg.redis_port),
+            "rss_kib": _rss_kib(redis_pid) if redis_pid else None,
+            "log": str(cfg.redis_log),
+        },
+    }
+
+
+__all__ = [
+    "KAFKA_VERSION",
+    "ClusterInfo",
+    "LocalClusterConfig",
+    "ensure_kafka_jars",
+    "kafka_ready",
+    "local_down",
+    "local_status",
+    "local_up",
+    "redis_ping",
+    "start_kafka",
+    "start_redis",
+    "stop_kafka",
+    "stop_redis",
+]
