@@ -1,0 +1,190 @@
+"""MemoryStore: the in-process :class:`~kdstream.stream.Store` of the embedded runtime."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from kdstream.errors import ConfigError, ModelError
+from kdstream.types import FloatArray
+
+from ._store import StoreBatch, offset_key, parse_offset_key, top_k_from_store
+
+
+def _frozen(array: np.ndarray, name: str, ndim: int) -> FloatArray:
+    """A read-only float32 copy, checked for shape and finiteness.
+
+    Stored arrays are never mutated (writes replace them), so readers can get them without
+    copying.
+    """
+    out = np.array(array, dtype=np.float32, copy=True)
+    if out.ndim != ndim:
+        raise ConfigError(f"{name}: expected a {ndim}-D array, got shape {out.shape}")
+    if not np.isfinite(out).all():
+        raise ModelError(f"{name}: non-finite values; refusing to serve them")
+    out.setflags(write=False)
+    return out
+
+
+class MemoryStore:
+    """Serving state in memory; thread-safe (one lock around writes and reads).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> store = MemoryStore()
+    >>> store.write_batch(StoreBatch(
+    ...     item_ids=["a", "b", "c"],
+    ...     item_vectors=np.eye(3, 2, dtype=np.float32),
+    ...     user_vectors={"u1": np.array([1.0, 2.0], dtype=np.float32)},
+    ...     seen={"u1": ["b"]},
+    ... ))
+    >>> store.recommend("u1", 2)
+    (['a', 'c'], array([1., 0.], dtype=float32))
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # re-entrant: recommend() calls the readers
+        self._users: dict[str, FloatArray] = {}
+        self._item_ids: list[str] = []
+        self._item_index: dict[str, int] = {}
+        self._item_vectors: FloatArray | None = None
+        self._item_bias: FloatArray | None = None
+        self._seen: dict[str, set[str]] = {}
+        self._last_ts: dict[str, float] = {}
+        self._popularity: FloatArray | None = None
+        self._offsets: dict[str, int] = {}
+        self._versions: dict[str, int] = {}
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write_batch(self, batch: StoreBatch) -> None:
+        """Apply ``batch`` atomically: everything is validated before anything changes."""
+        users = {u: _frozen(v, f"user_vectors[{u!r}]", 1) for u, v in batch.user_vectors.items()}
+        with self._lock:
+            ids = self._item_ids if batch.item_ids is None else [str(i) for i in batch.item_ids]
+            if batch.item_ids is not None and len(set(ids)) != len(ids):
+                raise ConfigError("item_ids: expected unique ids")
+            vectors = (
+                self._item_vectors
+                if batch.item_vectors is None
+                else _frozen(batch.item_vectors, "item_vectors", 2)
+            )
+            bias = self._item_bias
+            if batch.item_bias is not None:
+                bias = _frozen(batch.item_bias, "item_bias", 1)
+            n = len(ids)
+            if vectors is None:
+                if n:
+                    raise ConfigError(f"item_ids: {n} ids but no item_vectors were ever written")
+            elif vectors.shape[0] != n:
+                raise ConfigError(
+                    f"item_vectors: expected {n} rows (one per item id), got {vectors.shape[0]}"
+                )
+            if bias is None or (batch.item_bias is None and len(bias) != n):
+                # no bias written yet, or the table grew without one: zero prior
+                bias = np.zeros(n, dtype=np.float32)
+                bias.setflags(write=False)
+            elif len(bias) != n:
+                raise ConfigError(f"item_bias: expected {n} values, got {len(bias)}")
+            dim = None if vectors is None else vectors.shape[1]
+            for user, vec in users.items():
+                if dim is not None and vec.shape[0] != dim:
+                    raise ConfigError(
+                        f"user_vectors[{user!r}]: expected dimension {dim}, got {vec.shape[0]}"
+                    )
+            popularity = self._popularity
+            if batch.popularity is not None:
+                popularity = _frozen(batch.popularity, "popularity", 1)
+            if popularity is not None and batch.popularity is not None and len(popularity) != n:
+                raise ConfigError(f"popularity: expected {n} values, got {len(popularity)}")
+            for key, offset in batch.offsets.items():
+                parse_offset_key(key)
+                if isinstance(offset, bool) or not isinstance(offset, int | np.integer) or (
+                    offset < 0
+                ):
+                    raise ConfigError(f"offsets[{key!r}]: expected an integer >= 0, got {offset!r}")
+            for user, ts in batch.last_event_ts.items():
+                if not math.isfinite(ts):
+                    raise ConfigError(f"last_event_ts[{user!r}]: expected finite, got {ts!r}")
+
+            # validated: apply
+            if batch.item_ids is not None:
+                self._item_ids = ids
+                self._item_index = {item: i for i, item in enumerate(ids)}
+            self._item_vectors = vectors
+            self._item_bias = bias
+            self._popularity = popularity
+            self._users.update(users)
+            for user, items in batch.seen.items():
+                self._seen.setdefault(user, set()).update(str(i) for i in items)
+            for user, ts in batch.last_event_ts.items():
+                prior = self._last_ts.get(user)
+                self._last_ts[user] = float(ts) if prior is None else max(prior, float(ts))
+            for key, offset in batch.offsets.items():
+                self._offsets[key] = max(self._offsets.get(key, 0), int(offset))
+            self._versions.update({k: int(v) for k, v in batch.versions.items()})
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def user_vector(self, user: str) -> FloatArray | None:
+        """The user's query vector (read-only), or None."""
+        with self._lock:
+            return self._users.get(user)
+
+    def item_table(self) -> tuple[list[str], FloatArray, FloatArray]:
+        """``(ids, vectors, bias)``; the arrays are read-only snapshots."""
+        with self._lock:
+            if self._item_vectors is None:
+                return [], np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.float32)
+            assert self._item_bias is not None
+            return list(self._item_ids), self._item_vectors, self._item_bias
+
+    def item_indices(self, items: Sequence[str]) -> np.ndarray:
+        """Index of each item id, ``-1`` for unknown ones (lets top-k skip an O(n) scan)."""
+        with self._lock:
+            get = self._item_index.get
+            return np.fromiter((get(i, -1) for i in items), dtype=np.int64, count=len(items))
+
+    def seen(self, user: str) -> set[str]:
+        """A copy of the user's seen items."""
+        with self._lock:
+            return set(self._seen.get(user, ()))
+
+    def last_event_ts(self, user: str) -> float | None:
+        """Time of the user's latest event, or None."""
+        with self._lock:
+            return self._last_ts.get(user)
+
+    def popularity(self) -> FloatArray | None:
+        """Popularity aligned with the item index (read-only), or None."""
+        with self._lock:
+            return self._popularity
+
+    def applied_offset(self, topic: str, partition: int) -> int | None:
+        """The highest next-offset applied for ``topic:partition``, or None."""
+        with self._lock:
+            return self._offsets.get(offset_key(topic, partition))
+
+    def versions(self) -> dict[str, int]:
+        """A copy of the model versions."""
+        with self._lock:
+            return dict(self._versions)
+
+    def n_users(self) -> int:
+        """Number of users with a query vector."""
+        with self._lock:
+            return len(self._users)
+
+    def recommend(
+        self, user: str, k: int, exclude_seen: bool = True
+    ) -> tuple[list[str], FloatArray]:
+        """Top-``k`` ``(ids, scores)``; see :func:`~kdstream.stream.top_k_from_store`."""
+        with self._lock:  # one consistent snapshot across the reads
+            return top_k_from_store(self, user, k, exclude_seen)
+
+
+__all__ = ["MemoryStore"]

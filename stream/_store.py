@@ -1,0 +1,172 @@
+"""The serving-state Store protocol, its write batch, and top-k on any Store.
+
+The online learner writes one :class:`StoreBatch` per micro-batch; the API reads. A batch is
+applied atomically, and records the partition offsets it covers so that a re-applied batch
+(after a crash, or faust's ``take()`` re-delivering) is recognisable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from kdstream.errors import ConfigError
+from kdstream.types import FloatArray
+
+
+@dataclass(slots=True)
+class StoreBatch:
+    """Writes of one micro-batch; every field is optional (empty / None = unchanged).
+
+    Parameters
+    ----------
+    user_vectors
+        user -> float32 *query* vector (user vector plus context, already summed).
+    item_vectors
+        The full item table ``(n, d)`` float32, or None when unchanged.
+    item_bias
+        The full ``(n,)`` item bias, or None when unchanged.
+    item_ids
+        The full list of item ids in index order, when it changed.
+    seen
+        user -> items to add to the user's seen set.
+    last_event_ts
+        user -> time of the user's latest event (the store keeps the max).
+    popularity
+        Popularity scores aligned with the item index (the fallback for unknown users).
+    offsets
+        ``"topic:partition"`` -> next offset applied (the store keeps the max).
+    versions
+        Model versions, e.g. ``{"student": 12, "teacher": 3}``.
+
+    Examples
+    --------
+    >>> StoreBatch(seen={"u1": ["i1"]}, offsets={"kd.events:0": 10}).offsets
+    {'kd.events:0': 10}
+    """
+
+    user_vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    item_vectors: np.ndarray | None = None
+    item_bias: np.ndarray | None = None
+    item_ids: list[str] | None = None
+    seen: dict[str, list[str]] = field(default_factory=dict)
+    last_event_ts: dict[str, float] = field(default_factory=dict)
+    popularity: np.ndarray | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+
+
+def offset_key(topic: str, partition: int) -> str:
+    """The ``"topic:partition"`` key of :attr:`StoreBatch.offsets`."""
+    return f"{topic}:{partition}"
+
+
+def parse_offset_key(key: str) -> tuple[str, int]:
+    """Inverse of :func:`offset_key`; ConfigError on a malformed key."""
+    topic, sep, part = key.rpartition(":")
+    if not sep or not topic or not part.isdigit():
+        raise ConfigError(f"offset key: expected 'topic:partition', got {key!r}")
+    return topic, int(part)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Serving state: written per micro-batch by the learner, read by the API."""
+
+    def write_batch(self, batch: StoreBatch) -> None:
+        """Apply all writes of ``batch`` atomically."""
+        ...
+
+    def user_vector(self, user: str) -> FloatArray | None:
+        """The user's query vector, or None for an unknown user."""
+        ...
+
+    def item_table(self) -> tuple[list[str], FloatArray, FloatArray]:
+        """``(ids, vectors (n, d), bias (n,))``; empty arrays when there are no items."""
+        ...
+
+    def seen(self, user: str) -> set[str]:
+        """Items the user has interacted with."""
+        ...
+
+    def last_event_ts(self, user: str) -> float | None:
+        """Time of the user's latest event, or None."""
+        ...
+
+    def popularity(self) -> FloatArray | None:
+        """Popularity scores aligned with the item index, or None."""
+        ...
+
+    def applied_offset(self, topic: str, partition: int) -> int | None:
+        """The highest next-offset applied for a partition, or None."""
+        ...
+
+    def versions(self) -> dict[str, int]:
+        """Model versions written so far."""
+        ...
+
+    def recommend(
+        self, user: str, k: int, exclude_seen: bool = True
+    ) -> tuple[list[str], FloatArray]:
+        """Top-``k`` ``(ids, scores)`` for ``user`` (see :func:`top_k_from_store`)."""
+        ...
+
+
+def top_k_from_store(
+    store: Store, user: str, k: int, exclude_seen: bool = True
+) -> tuple[list[str], FloatArray]:
+    """Top-``k`` items for ``user`` from any :class:`Store`.
+
+    Score = query vector · item vectors + item bias; a user without a vector gets popularity
+    (or, without popularity, the item bias). Seen items are excluded when ``exclude_seen``.
+    Ties break by item index, so results are deterministic. Returns ``([], empty)`` when
+    there are no items.
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+        raise ConfigError(f"k: expected an integer >= 0, got {k!r}")
+    ids, vectors, bias = store.item_table()
+    n = len(ids)
+    if n == 0 or k == 0:
+        return [], np.empty(0, dtype=np.float32)
+    query = store.user_vector(user)
+    if query is not None:
+        scores = vectors @ query.astype(np.float32, copy=False) + bias
+    else:
+        pop = store.popularity()
+        if pop is not None and len(pop) == n:
+            scores = pop.astype(np.float32, copy=True)
+        else:  # no (or stale) popularity: the learned bias is the next-best prior
+            scores = bias.astype(np.float32, copy=True)
+    scores = np.asarray(scores, dtype=np.float32)
+    candidates = np.arange(n)
+    if exclude_seen:
+        seen = store.seen(user)
+        if seen:
+            keep = np.ones(n, dtype=bool)
+            indices = getattr(store, "item_indices", None)
+            if indices is not None:  # a store with an id -> index map: O(|seen|), not O(n)
+                found = np.asarray(indices(list(seen)), dtype=np.int64)
+                keep[found[(found >= 0) & (found < n)]] = False
+            else:
+                keep = np.fromiter((i not in seen for i in ids), dtype=bool, count=n)
+            candidates = candidates[keep]
+    if candidates.size == 0:
+        return [], np.empty(0, dtype=np.float32)
+    cand_scores = scores[candidates]
+    k = min(int(k), candidates.size)
+    if k < candidates.size:
+        # the k-th best score; keep everything tied with it so ties break by index below
+        part = np.argpartition(-cand_scores, k - 1)[:k]
+        threshold = cand_scores[part].min()
+        pick = np.flatnonzero(cand_scores >= threshold)
+    else:
+        pick = np.arange(candidates.size)
+    # sort by score descending, then item index ascending (lexsort: last key is primary)
+    order = pick[np.lexsort((candidates[pick], -cand_scores[pick]))][:k]
+    top = candidates[order]
+    return [ids[i] for i in top], cand_scores[order].astype(np.float32, copy=False)
+
+
+__all__ = ["Store", "StoreBatch", "offset_key", "parse_offset_key", "top_k_from_store"]
