@@ -624,9 +624,10 @@ def local_up(cfg: LocalClusterConfig, log: _LogFn | None = None) -> ClusterInfo:
     """
     _mark_home(cfg)
     with _file_lock(cfg.home / ".lock"):
-        was_up = _read_pid(cfg.home / "kafka.pid") is not None and _read_pid(
-            cfg.home / "redis.pid"
-        ) is not None
+        was_up = (
+            _read_pid(cfg.home / "kafka.pid") is not None
+            and _read_pid(cfg.home / "redis.pid") is not None
+        )
         redis_pid = start_redis(cfg, log)
         kafka_pid = start_kafka(cfg, log)
     return ClusterInfo(

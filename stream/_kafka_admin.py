@@ -238,9 +238,7 @@ def create_topics(
             mismatches = []
             n_have = have.get("partitions")
             if n_have != spec.partitions:
-                mismatches.append(
-                    f"{spec.name}: {n_have} partitions, spec wants {spec.partitions}"
-                )
+                mismatches.append(f"{spec.name}: {n_have} partitions, spec wants {spec.partitions}")
             for key, want in spec.configs().items():
                 got = have.get("configs", {}).get(key)
                 if got != want:
