@@ -539,10 +539,10 @@ def read_log(
 
     Examples
     --------
-    >>> import tempfile, os
+    >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     p = os.path.join(d, "u.data")
-    ...     _ = open(p, "w").write("1\\t10\\t5\\t200\\n2\\t20\\t3\\t100\\nbad line\\n")
+    ...     p = Path(d) / "u.data"
+    ...     _ = p.write_text("1\\t10\\t5\\t200\\n2\\t20\\t3\\t100\\nbad line\\n")
     ...     cols, rep = read_log(p)
     >>> cols.user.tolist(), rep.n_events, rep.rejects
     (['2', '1'], 2, [(3, 'expected 4 fields, got 1')])

@@ -1,0 +1,163 @@
+"""Synthetic stream: validation, determinism, shape, no repeats, time order, real signals."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+from kdstream.replay import EventColumns, SyntheticConfig, generate, generate_events
+from kdstream.stream._event import EVENT_TYPES
+
+from kdstream.errors import ConfigError
+
+SMALL = SyntheticConfig(n_users=300, n_items=400, n_events=20_000, drift_every=0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def small() -> EventColumns:
+    return generate(SMALL)
+
+
+def test_defaults_match_the_brief() -> None:
+    cfg = SyntheticConfig()
+    assert (cfg.n_users, cfg.n_items, cfg.n_events, cfg.dim) == (2000, 1000, 200_000, 8)
+    assert (cfg.p_sequential, cfg.n_next, cfg.drift_every, cfg.p_negative) == (0.5, 3, 50_000, 0.05)
+    assert (cfg.session_len_mean, cfg.t0, cfg.dt_mean_s, cfg.seed) == (20, 1.6e9, 30.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("n_users", 0),
+        ("n_items", 1),
+        ("n_events", -1),
+        ("dim", 0),
+        ("popularity_alpha", -0.1),
+        ("p_sequential", 1.5),
+        ("n_next", 0),
+        ("n_next", 400),
+        ("drift_every", -5),
+        ("p_negative", 1.0),
+        ("session_len_mean", 0.5),
+        ("dt_mean_s", 0.0),
+        ("t0", float("nan")),
+        ("seed", -1),
+        ("n_users", 2.5),
+        ("n_events", 300 * 400),  # more than half of every user's catalogue
+    ],
+)
+def test_bad_config_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"SyntheticConfig.{field}"):
+        dataclasses.replace(SMALL, **{field: value})
+
+
+def test_same_seed_same_stream_other_seed_other_stream(small: EventColumns) -> None:
+    again = generate(SMALL)
+    for name in ("user", "item", "type", "ts"):
+        assert getattr(again, name).tolist() == getattr(small, name).tolist()
+    other = generate(dataclasses.replace(SMALL, seed=4))
+    assert other.item.tolist() != small.item.tolist()
+
+
+def test_shape_types_and_time_order(small: EventColumns) -> None:
+    assert len(small) == SMALL.n_events
+    assert set(small.type.tolist()) <= set(EVENT_TYPES)
+    assert bool(np.all(np.diff(small.ts) >= 0))
+    assert small.ts[0] > SMALL.t0
+    mean_gap = (small.ts[-1] - SMALL.t0) / len(small)
+    assert mean_gap == pytest.approx(SMALL.dt_mean_s, rel=0.05)
+    assert np.isnan(small.value).all()
+    users = set(small.user.tolist())
+    items = set(small.item.tolist())
+    assert len(users) == SMALL.n_users  # every user arrives
+    assert items <= {f"i{k}" for k in range(SMALL.n_items)}
+    negative = np.isin(small.type, ["skip", "dislike"]).mean()
+    assert negative == pytest.approx(SMALL.p_negative, abs=0.01)
+
+
+def test_items_never_repeat_for_a_user(small: EventColumns) -> None:
+    pairs = list(zip(small.user.tolist(), small.item.tolist(), strict=True))
+    assert len(set(pairs)) == len(pairs)
+
+
+def test_users_keep_arriving(small: EventColumns) -> None:
+    first_seen: dict[str, int] = {}
+    for k, user in enumerate(small.user.tolist()):
+        first_seen.setdefault(user, k)
+    arrivals = sorted(first_seen.values())
+    # users are named in order of arrival, and arrivals spread over the whole stream
+    assert [small.user[k] for k in arrivals[:3]] == ["u0", "u1", "u2"]
+    assert arrivals[len(arrivals) // 2] > len(small) // 5
+    assert arrivals[-1] > len(small) // 2
+
+
+def _next_pairs(cols: EventColumns) -> list[tuple[str, str]]:
+    """(previous positive item, next positive item) of each user, in stream order."""
+    last: dict[str, str] = {}
+    pairs = []
+    for user, item, kind in zip(cols.user.tolist(), cols.item.tolist(), cols.type.tolist(),
+                                strict=True):
+        if EVENT_TYPES[kind] < 0:
+            continue
+        if user in last:
+            pairs.append((last[user], item))
+        last[user] = item
+    return pairs
+
+
+def test_sequential_signal_exists(small: EventColumns) -> None:
+    pairs = _next_pairs(small)
+    half = len(pairs) // 2
+    followers: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    for prev, nxt in pairs[:half]:
+        followers[prev][nxt] += 1
+    popular = [item for item, _ in Counter(nxt for _, nxt in pairs[:half]).most_common(3)]
+    test = pairs[half:]
+    seq_hits = sum(nxt in {i for i, _ in followers[prev].most_common(3)} for prev, nxt in test)
+    pop_hits = sum(nxt in popular for _, nxt in test)
+    # next item among the 3 most frequent followers of the last item, learned on the first half
+    assert seq_hits / len(test) > 0.2
+    assert seq_hits > 5 * pop_hits
+
+
+def test_no_sequential_signal_when_p_sequential_is_zero() -> None:
+    cols = generate(dataclasses.replace(SMALL, p_sequential=0.0))
+    pairs = _next_pairs(cols)
+    half = len(pairs) // 2
+    followers: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    for prev, nxt in pairs[:half]:
+        followers[prev][nxt] += 1
+    test = pairs[half:]
+    seq_hits = sum(nxt in {i for i, _ in followers[prev].most_common(3)} for prev, nxt in test)
+    assert seq_hits / len(test) < 0.1
+
+
+def test_popularity_is_skewed(small: EventColumns) -> None:
+    counts = np.sort(np.unique(small.item, return_counts=True)[1])[::-1]
+    top_share = counts[: len(counts) // 10].sum() / counts.sum()
+    assert top_share > 0.2  # the top 10 % of items take well over 10 % of events
+    flat = generate(dataclasses.replace(SMALL, popularity_alpha=0.0, p_sequential=0.0))
+    flat_counts = np.sort(np.unique(flat.item, return_counts=True)[1])[::-1]
+    assert flat_counts[: len(flat_counts) // 10].sum() / flat_counts.sum() < top_share
+
+
+def test_drift_changes_transitions() -> None:
+    cfg = dataclasses.replace(SMALL, drift_every=10_000, p_sequential=1.0, p_negative=0.0)
+    cols = generate(cfg)
+    pairs = _next_pairs(cols)
+    before = Counter(pairs[: len(pairs) // 2])
+    after = Counter(pairs[len(pairs) // 2 :])
+    top_before = {p for p, _ in before.most_common(200)}
+    top_after = {p for p, _ in after.most_common(200)}
+    assert len(top_before & top_after) < 0.9 * len(top_before)
+
+
+def test_tiny_and_empty_streams() -> None:
+    assert len(generate(SyntheticConfig(n_users=1, n_items=2, n_events=1, n_next=1))) == 1
+    empty = generate(SyntheticConfig(n_events=0))
+    assert len(empty) == 0
+    events = generate_events(SyntheticConfig(n_users=5, n_items=20, n_events=30, seed=9))
+    assert len(events) == 30
+    assert events[0].user == "u0"
