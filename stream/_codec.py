@@ -86,6 +86,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# built once: json.loads(..., hooks) would construct a decoder per call
+_JSON = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+
+
 def _parse_object(raw: RawRecord) -> Mapping[str, Any]:
     """Turn any accepted input into a mapping, or raise ``DecodeError`` (field ``""``)."""
     if isinstance(raw, Mapping):
@@ -110,9 +114,7 @@ def _parse_object(raw: RawRecord) -> Mapping[str, Any]:
     else:
         raise DecodeError(f"record: expected bytes, str or mapping, got {_describe(raw)}")
     try:
-        obj = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
-        )
+        obj = _JSON.decode(text)
     except (ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError, our hooks, and over-long integer literals
         raise DecodeError(f"record is not valid JSON: {exc}") from exc
@@ -132,10 +134,15 @@ def _check_keys(obj: Mapping[str, Any], allowed: frozenset[str]) -> None:
 
 
 def _is_number(value: Any) -> bool:
+    kind = type(value)
+    if kind is float or kind is int:  # the JSON fast path; ABC checks are slow
+        return True
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _id(value: Any, field: str) -> str:
+    if type(value) is str and 0 < len(value) <= MAX_ID_CHARS and not _BAD_ID_CHARS.search(value):
+        return value  # the common case, checked first
     expected = f"non-empty string id (max {MAX_ID_CHARS} chars, no control chars) or integer"
     if isinstance(value, str):
         text = value

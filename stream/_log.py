@@ -12,6 +12,7 @@ Unlike Kafka there is no partition assignment between members of a group: every
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -59,6 +60,7 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+@functools.lru_cache(maxsize=1 << 16)  # keys (users) repeat; pure-Python murmur2 is ~µs
 def partition_for_key(key: bytes, n_partitions: int) -> int:
     """Kafka's default partition of a keyed record: ``toPositive(murmur2(key)) % n``."""
     return (murmur2(key) & 0x7FFFFFFF) % n_partitions
