@@ -1,0 +1,8 @@
+"""The online student model: pure numpy, no I/O."""
+
+from ._config import StudentConfig
+from ._model import SoftTargets, Student
+from ._seen import SeenPairs
+from ._state import load_student, save_student
+
+__all__ = ["SeenPairs", "SoftTargets", "Student", "StudentConfig", "load_student", "save_student"]

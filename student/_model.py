@@ -1,0 +1,390 @@
+"""The online student: sequence-aware factorisation with distillation, pure numpy.
+
+score(u, i) = (p_u + mean_{j in last L items of u} c_j) . q_i + b_i
+
+Everything works on int indices; the online layer owns the string-id vocabularies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdstream.errors import ConfigError, ModelError
+
+from ._arrays import unique_inverse
+from ._config import StudentConfig
+from ._seen import SeenPairs
+
+_EPS = 1e-8
+
+
+@dataclass
+class SoftTargets:
+    """Teacher soft labels aligned with some events of a micro-batch.
+
+    Parameters
+    ----------
+    rows
+        Indices of the events (into the micro-batch) these targets apply to.
+    items
+        (R, M) candidate item indices.
+    logits
+        (R, M) teacher logits.
+    temperature
+        (R,) temperatures.
+    alpha
+        (R,) mixing weights a in [0, 1]: the event's loss is (1 - a) * hard + a * soft.
+    """
+
+    rows: np.ndarray
+    items: np.ndarray
+    logits: np.ndarray
+    temperature: np.ndarray
+    alpha: np.ndarray
+
+
+def _segment_sum(inverse: np.ndarray, grads: np.ndarray, n: int) -> np.ndarray:
+    """Sum rows of ``grads`` sharing an ``inverse`` id, on a flat view (fast ufunc.at path)."""
+    d = grads.shape[1]
+    out = np.zeros(n * d, np.float32)
+    flat = (inverse[:, None] * d + np.arange(d)).ravel()
+    np.add.at(out, flat, grads.ravel())
+    return out.reshape(n, d)
+
+
+def _kd_logit_grad(zs: np.ndarray, teacher: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+    """d/dz of T^2 * KL(softmax(t/T) || softmax(z/T)) = T * (softmax(z/T) - softmax(t/T))."""
+    t = temperature[:, None]
+    # Padding candidates (teacher logit -inf) take part on neither side.
+    zs = np.where(np.isfinite(teacher), zs / t, -np.inf)
+    zs -= zs.max(axis=1, keepdims=True)
+    ps = np.exp(zs)
+    ps /= ps.sum(axis=1, keepdims=True)
+    tl = teacher / t
+    tl = tl - tl.max(axis=1, keepdims=True)
+    pt = np.exp(tl)
+    pt /= pt.sum(axis=1, keepdims=True)
+    return (t * (ps - pt)).astype(np.float32)
+
+
+class Student:
+    """Online sequence-aware matrix factorisation over open id spaces.
+
+    Tables grow by amortised doubling as new user and item indices appear. ``learn_many`` applies
+    one vectorised row-wise Adagrad step for a micro-batch: sampled softmax against shared
+    negatives for positive events, a logistic push-down for negative events, and (optionally)
+    temperature-scaled distillation from per-user and per-item (transition) soft labels.
+
+    Parameters
+    ----------
+    config
+        Hyper-parameters; see :class:`StudentConfig`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = Student(StudentConfig(dim=4, context_len=2, n_negatives=2, seed=1))
+    >>> s.learn_many(np.array([0, 0, 1]), np.array([0, 1, 1]), np.ones(3, np.float32),
+    ...              negatives=np.array([2, 3]))
+    >>> s.n_users, s.n_items
+    (2, 4)
+    >>> ids, scores = s.recommend(0, k=2)
+    >>> sorted(set(ids.tolist()) & {0, 1})
+    []
+    """
+
+    def __init__(self, config: StudentConfig | None = None) -> None:
+        self.config = config or StudentConfig()
+        self._rng = np.random.default_rng(self.config.seed)
+        d, big_l = self.config.dim, self.config.context_len
+        self.n_users = 0
+        self.n_items = 0
+        self.step = 0
+        self.P = np.zeros((0, d), np.float32)
+        self.Q = np.zeros((0, d), np.float32)
+        self.C = np.zeros((0, d), np.float32)
+        self.b = np.zeros(0, np.float32)
+        self.gP = np.zeros(0, np.float32)
+        self.gQ = np.zeros(0, np.float32)
+        self.gC = np.zeros(0, np.float32)
+        self.gb = np.zeros(0, np.float32)
+        self.hist = np.full((0, big_l), -1, np.int32)
+        self.seen = SeenPairs()
+
+    # ------------------------------------------------------------------ growth
+    def grow(self, n_users: int, n_items: int) -> None:
+        """Make room for user indices < n_users and item indices < n_items (amortised doubling)."""
+        if n_users > len(self.P):
+            cap = max(n_users, 2 * len(self.P), 64)
+            extra = cap - len(self.P)
+            new_p = (self._rng.standard_normal((extra, self.config.dim)) * self.config.init_std)
+            self.P = np.concatenate([self.P, new_p.astype(np.float32)])
+            self.gP = np.concatenate([self.gP, np.zeros(extra, np.float32)])
+            pad = np.full((extra, self.config.context_len), -1, np.int32)
+            self.hist = np.concatenate([self.hist, pad])
+        if n_items > len(self.Q):
+            cap = max(n_items, 2 * len(self.Q), 64)
+            extra = cap - len(self.Q)
+            new_q = self._rng.standard_normal((extra, self.config.dim)) * self.config.init_std
+            self.Q = np.concatenate([self.Q, new_q.astype(np.float32)])
+            self.C = np.concatenate([self.C, np.zeros((extra, self.config.dim), np.float32)])
+            self.b = np.concatenate([self.b, np.zeros(extra, np.float32)])
+            for name in ("gQ", "gC", "gb"):
+                grown = np.concatenate([getattr(self, name), np.zeros(extra, np.float32)])
+                setattr(self, name, grown)
+        self.n_users = max(self.n_users, n_users)
+        self.n_items = max(self.n_items, n_items)
+
+    # ----------------------------------------------------------------- context
+    def event_contexts(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(B, L) context of every event: the user's last L items before it.
+
+        Includes the user's earlier events in the same micro-batch, so bursts of one user's
+        events keep their order. -1 pads users with shorter histories.
+        """
+        big_l = self.config.context_len
+        n = len(users)
+        if big_l == 0 or n == 0:
+            return np.full((n, big_l), -1, np.int32)
+        order = np.argsort(users, kind="stable")
+        su = users[order]
+        first = np.ones(n, bool)
+        first[1:] = su[1:] != su[:-1]
+        group_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        pos_in_group = np.empty(n, np.int64)
+        pos_in_group[order] = np.arange(n) - group_start
+        start_of = np.empty(n, np.int64)
+        start_of[order] = group_start
+        # Combined sequence per user: [old history (L), batch items in order]; event at group
+        # position g uses combined positions g .. g+L-1.
+        idx = pos_in_group[:, None] + np.arange(big_l)[None, :]
+        old = self.hist[users]
+        from_old = idx < big_l
+        old_part = np.take_along_axis(old, np.minimum(idx, big_l - 1), axis=1)
+        sorted_items = items[order]
+        new_pos = np.clip(start_of[:, None] + idx - big_l, 0, n - 1)
+        new_part = sorted_items[new_pos]
+        return np.where(from_old, old_part, new_part).astype(np.int32)
+
+    def _after(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(B, L) history after each event (context shifted by one, the event itself last),
+        rows in user-sorted order."""
+        big_l = self.config.context_len
+        ctx = self.event_contexts(users, items)
+        after = np.concatenate([ctx[:, 1:], items[:, None].astype(np.int32)], axis=1)
+        order = np.argsort(users, kind="stable")
+        return after[order][:, -big_l:]
+
+    def query_vectors(self, users: np.ndarray, contexts: np.ndarray) -> np.ndarray:
+        """(B, d) query vectors p_u + mean of the context vectors (padding ignored)."""
+        h = self.P[users].copy()
+        if contexts.shape[1]:
+            valid = contexts >= 0
+            counts = valid.sum(axis=1, keepdims=True)
+            csum = (self.C[np.maximum(contexts, 0)] * valid[:, :, None]).sum(axis=1)
+            h += csum / np.maximum(counts, 1)
+        return h
+
+    def user_query(self, user: int) -> np.ndarray:
+        """The query vector of ``user`` after all events learned so far."""
+        return self.query_vectors(np.array([user]), self.hist[[user]])[0]
+
+    # ---------------------------------------------------------------- scoring
+    def score_items(self, h: np.ndarray, n_items: int | None = None) -> np.ndarray:
+        """Scores of the first ``n_items`` items for query vectors ``h`` (B, d)."""
+        n = self.n_items if n_items is None else n_items
+        return h @ self.Q[:n].T + self.b[:n]
+
+    def recommend(
+        self, user: int, k: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for ``user`` over the whole catalogue: ``(item indices, scores)``."""
+        if k < 1:
+            raise ConfigError(f"recommend: k must be >= 1, got {k}")
+        if self.n_items == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        if 0 <= user < self.n_users:
+            scores = self.score_items(self.user_query(user)[None, :])[0].astype(np.float64)
+            if exclude_seen:
+                scores[self.seen.items_of(user)] = -np.inf
+        else:  # unknown user: item bias (the popularity the model learned)
+            scores = self.b[: self.n_items].astype(np.float64)
+        k = min(k, int(np.isfinite(scores).sum()))
+        if k == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.lexsort((top, -scores[top]))]
+        return top, scores[top].astype(np.float32)
+
+    # ---------------------------------------------------------------- learning
+    def learn_many(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        weights: np.ndarray,
+        negatives: np.ndarray,
+        neg_logq: np.ndarray | None = None,
+        pos_logq: np.ndarray | None = None,
+        soft: SoftTargets | None = None,
+        transition: SoftTargets | None = None,
+    ) -> None:
+        """One vectorised step over a micro-batch of events, in stream order.
+
+        Parameters
+        ----------
+        users, items
+            (B,) int indices. Tables grow to fit them.
+        weights
+            (B,) signed event weights: > 0 positive feedback, < 0 negative feedback.
+        negatives
+            (S,) item indices sampled for the batch, shared by all its positive events.
+        neg_logq, pos_logq
+            log sampling probabilities of the negatives and of the positive items, for the
+            log-Q correction (ignored when the config turns it off or they are None).
+        soft
+            Per-user teacher soft labels for some events (distillation on the query vector).
+        transition
+            Item-keyed teacher soft labels (what follows the event's item) for some events:
+            distilled into that item's context vector.
+        """
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        w = np.asarray(weights, np.float32)
+        negatives = np.asarray(negatives, np.int64)
+        if not (len(users) == len(items) == len(w)):
+            raise ConfigError(
+                f"learn_many: users, items, weights must have one length, got "
+                f"{len(users)}, {len(items)}, {len(w)}"
+            )
+        if len(users) == 0:
+            return
+        n_items_needed = int(max(items.max(), negatives.max() if len(negatives) else -1)) + 1
+        self.grow(int(users.max()) + 1, n_items_needed)
+        cfg = self.config
+        contexts = self.event_contexts(users, items)
+        h = self.query_vectors(users, contexts)
+
+        hard_w = np.abs(w)
+        if soft is not None and len(soft.rows):
+            hard_w[soft.rows] *= 1.0 - soft.alpha
+        positive = w > 0
+
+        q_pos = self.Q[items]
+        z_pos = np.einsum("bd,bd->b", h, q_pos) + self.b[items]
+        dz_pos = np.zeros(len(users), np.float32)
+        dh = np.zeros_like(h)
+        d_q_rows: list[tuple[np.ndarray, np.ndarray]] = []
+        d_b_rows: list[tuple[np.ndarray, np.ndarray]] = []
+
+        if positive.any() and len(negatives):
+            q_neg = self.Q[negatives]
+            z_neg = h @ q_neg.T + self.b[negatives]
+            z_p = z_pos.copy()
+            if cfg.logq_correction and neg_logq is not None and pos_logq is not None:
+                z_neg = z_neg - neg_logq[None, :]
+                z_p = z_p - pos_logq
+            # A sampled negative equal to the positive is not a negative.
+            z_neg = np.where(negatives[None, :] == items[:, None], -np.inf, z_neg)
+            m = np.maximum(z_neg.max(axis=1), z_p)
+            e_neg = np.exp(z_neg - m[:, None])
+            e_pos = np.exp(z_p - m)
+            denom = e_pos + e_neg.sum(axis=1)
+            scale = (hard_w * positive).astype(np.float32)
+            dz_pos = np.where(positive, (e_pos / denom - 1.0) * scale, 0.0).astype(np.float32)
+            dz_neg = (e_neg / denom[:, None] * scale[:, None]).astype(np.float32)
+            dh += dz_neg @ q_neg
+            d_q_rows.append((negatives, dz_neg.T @ h))
+            d_b_rows.append((negatives, dz_neg.sum(axis=0)))
+        negative = ~positive
+        if negative.any():
+            # logistic push-down: loss = -log sigmoid(-z)
+            sig = 1.0 / (1.0 + np.exp(-z_pos[negative]))
+            dz_pos[negative] = hard_w[negative] * sig
+        dh += dz_pos[:, None] * q_pos
+        d_q_rows.append((items, dz_pos[:, None] * h))
+        d_b_rows.append((items, dz_pos))
+
+        d_c_rows: list[tuple[np.ndarray, np.ndarray]] = []
+        if soft is not None and len(soft.rows):
+            r = soft.rows
+            qc = self.Q[soft.items]
+            zs = np.einsum("rd,rmd->rm", h[r], qc) + self.b[soft.items]
+            g = _kd_logit_grad(zs, soft.logits, soft.temperature) * soft.alpha[:, None]
+            np.add.at(dh, r, np.einsum("rm,rmd->rd", g, qc))
+            d_b_rows.append((soft.items.ravel(), g.ravel()))
+            if cfg.kd_item_vectors:
+                d_q_rows.append(
+                    (soft.items.ravel(), (g[:, :, None] * h[r][:, None, :]).reshape(-1, cfg.dim))
+                )
+        if transition is not None and len(transition.rows):
+            src = items[transition.rows]
+            c_src = self.C[src]
+            qc = self.Q[transition.items]
+            zs = np.einsum("rd,rmd->rm", c_src, qc) + self.b[transition.items]
+            g = _kd_logit_grad(zs, transition.logits, transition.temperature)
+            g *= transition.alpha[:, None]
+            d_c_rows.append((src, np.einsum("rm,rmd->rd", g, qc)))
+            d_b_rows.append((transition.items.ravel(), g.ravel()))
+
+        # Back-propagate the query gradient to the user and context vectors.
+        if contexts.shape[1]:
+            valid = contexts >= 0
+            counts = np.maximum(valid.sum(axis=1), 1).astype(np.float32)
+            per = (dh / counts[:, None])[:, None, :] * valid[:, :, None]
+            d_c_rows.append((np.maximum(contexts, 0).ravel(), per.reshape(-1, cfg.dim)))
+
+        self._adagrad(self.P, self.gP, [(users, dh)])
+        self._adagrad(self.Q, self.gQ, d_q_rows)
+        if d_c_rows:
+            self._adagrad(self.C, self.gC, d_c_rows)
+        self._adagrad_bias(d_b_rows)
+
+        self.hist_update(users, items)
+        self.seen.add(users, items)
+        self.step += 1
+
+    def hist_update(self, users: np.ndarray, items: np.ndarray) -> None:
+        """Append a batch's items to each user's last-L history, in order."""
+        big_l = self.config.context_len
+        if big_l == 0 or len(users) == 0:
+            return
+        n = len(users)
+        order = np.argsort(users, kind="stable")
+        su = users[order]
+        last = np.ones(n, bool)
+        last[:-1] = su[1:] != su[:-1]
+        after = self._after(users, items)
+        self.hist[su[last]] = after[last]
+
+    def _adagrad(
+        self, table: np.ndarray, acc: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        rows = np.concatenate([p[0] for p in parts])
+        if len(rows) == 0:
+            return
+        grads = np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False)
+        uniq, inv = unique_inverse(rows)
+        g = _segment_sum(inv, grads, len(uniq))
+        g += self.config.l2 * table[uniq]
+        acc[uniq] += np.mean(g * g, axis=1)
+        table[uniq] -= (self.config.lr / np.sqrt(acc[uniq] + _EPS))[:, None] * g
+
+    def _adagrad_bias(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        rows = np.concatenate([p[0] for p in parts])
+        grads = np.concatenate([p[1] for p in parts]).astype(np.float64)
+        g = np.bincount(rows, weights=grads, minlength=self.n_items)[: len(self.b)]
+        touched = np.flatnonzero(g)
+        gt = g[touched].astype(np.float32)
+        self.gb[touched] += gt * gt
+        self.b[touched] -= self.config.lr * gt / np.sqrt(self.gb[touched] + _EPS)
+
+    def check_finite(self) -> None:
+        """Raise :class:`ModelError` if any parameter is NaN or infinite."""
+        for name in ("P", "Q", "C", "b"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ModelError(f"student parameter table {name} has non-finite values")
+
+
+__all__ = ["SoftTargets", "Student"]
