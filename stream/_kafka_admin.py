@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -177,17 +178,30 @@ def _describe(admin: Any, names: Sequence[str]) -> dict[str, dict[str, Any]]:
             "exists": True,
             "partitions": len(partitions),
             "replication_factor": max((len(p["replicas"]) for p in partitions), default=0),
+            "leaders_known": all(p["leader"] >= 0 for p in partitions),
             "configs": {k: v for k, v, _ in entries},
             "overrides": {k: v for k, v, src in entries if src == _SOURCE_TOPIC_OVERRIDE},
         }
     return out
 
 
+def _wait_described(admin: Any, name: str, timeout_s: float) -> dict[str, Any]:
+    """Describe one topic, waiting while the broker's metadata cache has not caught up yet
+    (a topic that was just created, by us or a concurrent caller, may not be listed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        have = _describe(admin, [name])[name]
+        ready = have["exists"] and have["partitions"] > 0 and have["leaders_known"]
+        if ready or time.monotonic() > deadline:
+            return have
+        time.sleep(0.1)
+
+
 def describe_topics(
     bootstrap: str, names: Sequence[str], *, timeout_s: float = 10.0
 ) -> dict[str, dict[str, Any]]:
-    """Describe topics: ``{name: {"exists", "partitions", "replication_factor", "configs",
-    "overrides"}}`` (only ``exists: False`` for a missing topic).
+    """Describe topics: ``{name: {"exists", "partitions", "replication_factor",
+    "leaders_known", "configs", "overrides"}}`` (only ``exists: False`` for a missing topic).
 
     ``configs`` holds every effective topic config; ``overrides`` only those set on the topic.
     """
@@ -232,9 +246,11 @@ def create_topics(
             except TopicAlreadyExistsError:
                 pass
             else:
+                # Return once producers can use it: the metadata cache lags the controller.
+                _wait_described(admin, spec.name, timeout_s)
                 results.append(TopicResult(spec.name, True, spec.partitions))
                 continue
-            have = _describe(admin, [spec.name])[spec.name]
+            have = _wait_described(admin, spec.name, timeout_s)
             mismatches = []
             n_have = have.get("partitions")
             if n_have != spec.partitions:

@@ -154,10 +154,12 @@ class KafkaEventProducer:
             config["retries"] = retries
         self.config = config
         from kafka import KafkaProducer
-        from kafka.errors import KafkaError
+        from kafka.errors import KafkaConfigurationError, KafkaError
 
         try:
             self._client = KafkaProducer(**config)
+        except KafkaConfigurationError as exc:
+            raise ConfigError(f"bad Kafka producer settings: {exc}") from exc
         except KafkaError as exc:
             raise ServiceError(
                 f"cannot create a Kafka producer for {self.bootstrap}: {exc}"
