@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kdstream.replay import (
     RETAIL_TYPE_MAP,
     CsvSpec,
@@ -287,3 +289,29 @@ def test_real_ml_1m_subset() -> None:
     assert (len(cols), report.n_rejected) == (487_650, 0)
     assert bool(np.all(np.diff(cols.ts) >= 0))
     assert set(np.unique(cols.value).tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+_row = st.tuples(
+    st.integers(1, 50), st.integers(1, 50), st.integers(1, 5), st.integers(0, 20)
+)
+_bad = st.sampled_from(["x", "1\t2\t3", "1\t2\tthree\t4", "1\t2\t3\tinf", "1\t2\t3\t4\t5"])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(_row, _bad), max_size=40))
+def test_any_mix_of_good_and_bad_lines(tmp_path_factory: pytest.TempPathFactory,
+                                       lines: list[tuple[int, int, int, int] | str]) -> None:
+    text = "".join(
+        (line if isinstance(line, str) else "\t".join(map(str, line))) + "\n" for line in lines
+    )
+    path = tmp_path_factory.mktemp("prop") / "u.data"
+    cols, report = read_log(_write(path, text))
+    good = [line for line in lines if not isinstance(line, str)]
+    expected = sorted(good, key=lambda r: r[3])  # sorted() is stable: ties keep file order
+    assert cols.to_events() == [
+        Event(str(u), str(i), "rating", float(t), float(r)) for u, i, r, t in expected
+    ]
+    assert [n for n, _ in report.rejects] == [
+        k + 1 for k, line in enumerate(lines) if isinstance(line, str)
+    ]
+    assert report.n_lines == len(lines) == report.n_events + report.n_rejected
