@@ -45,6 +45,32 @@ class SoftTargets:
     alpha: np.ndarray
 
 
+_Parts = list[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Gradients:
+    """Row gradients of one batch: lists of (row indices, gradient rows) per table."""
+
+    p: _Parts
+    q: _Parts
+    c: _Parts
+    b: _Parts
+
+    def dense(self, table: str, n_rows: int, dim: int) -> np.ndarray:
+        """Sum the parts of ``table`` into a dense array (for tests and debugging)."""
+        parts = getattr(self, table)
+        if table == "b":
+            out = np.zeros(n_rows)
+            for rows, g in parts:
+                np.add.at(out, rows, g)
+            return out
+        out = np.zeros((n_rows, dim))
+        for rows, g in parts:
+            np.add.at(out, rows, g)
+        return out
+
+
 def _segment_sum(inverse: np.ndarray, grads: np.ndarray, n: int) -> np.ndarray:
     """Sum rows of ``grads`` sharing an ``inverse`` id, on a flat view (fast ufunc.at path)."""
     d = grads.shape[1]
@@ -54,12 +80,20 @@ def _segment_sum(inverse: np.ndarray, grads: np.ndarray, n: int) -> np.ndarray:
     return out.reshape(n, d)
 
 
-def _kd_logit_grad(zs: np.ndarray, teacher: np.ndarray, temperature: np.ndarray) -> np.ndarray:
-    """d/dz of T^2 * KL(softmax(t/T) || softmax(z/T)) = T * (softmax(z/T) - softmax(t/T))."""
+def _kd_logit_grad(
+    zs: np.ndarray, teacher: np.ndarray, temperature: np.ndarray, rest: int = 0
+) -> np.ndarray:
+    """d/dz of T^2 * KL(softmax(t/T) || softmax(z/T)) = T * (softmax(z/T) - softmax(t/T)).
+
+    The last ``rest`` columns are items where the teacher puts no mass (logit -inf) but the
+    student does; elsewhere a -inf teacher logit marks padding, left out on both sides.
+    """
     t = temperature[:, None]
-    # Padding candidates (teacher logit -inf) take part on neither side.
-    zs = np.where(np.isfinite(teacher), zs / t, -np.inf)
-    zs -= zs.max(axis=1, keepdims=True)
+    pad = ~np.isfinite(teacher)
+    if rest:
+        pad[:, -rest:] = False
+    zs = np.where(pad, -np.inf, zs / t)
+    zs = zs - zs.max(axis=1, keepdims=True)
     ps = np.exp(zs)
     ps /= ps.sum(axis=1, keepdims=True)
     tl = teacher / t
@@ -119,7 +153,7 @@ class Student:
         if n_users > len(self.P):
             cap = max(n_users, 2 * len(self.P), 64)
             extra = cap - len(self.P)
-            new_p = (self._rng.standard_normal((extra, self.config.dim)) * self.config.init_std)
+            new_p = self._rng.standard_normal((extra, self.config.dim)) * self.config.init_std
             self.P = np.concatenate([self.P, new_p.astype(np.float32)])
             self.gP = np.concatenate([self.gP, np.zeros(extra, np.float32)])
             pad = np.full((extra, self.config.context_len), -1, np.int32)
@@ -262,6 +296,31 @@ class Student:
             return
         n_items_needed = int(max(items.max(), negatives.max() if len(negatives) else -1)) + 1
         self.grow(int(users.max()) + 1, n_items_needed)
+        grads = self.gradients(users, items, w, negatives, neg_logq, pos_logq, soft, transition)
+        self._adagrad(self.P, self.gP, grads.p)
+        self._adagrad(self.Q, self.gQ, grads.q)
+        if grads.c:
+            self._adagrad(self.C, self.gC, grads.c)
+        self._adagrad_bias(grads.b)
+        self.hist_update(users, items)
+        self.seen.add(users, items)
+        self.step += 1
+
+    def gradients(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        w: np.ndarray,
+        negatives: np.ndarray,
+        neg_logq: np.ndarray | None = None,
+        pos_logq: np.ndarray | None = None,
+        soft: SoftTargets | None = None,
+        transition: SoftTargets | None = None,
+    ) -> Gradients:
+        """Gradients of the batch loss (sum over events) as (rows, row gradients) parts.
+
+        loss_e = (1 - a_e) |w_e| hard_e + a_e T^2 KL(teacher_T || student_T) [+ transition term]
+        """
         cfg = self.config
         contexts = self.event_contexts(users, items)
         h = self.query_vectors(users, contexts)
@@ -307,26 +366,19 @@ class Student:
         d_b_rows.append((items, dz_pos))
 
         d_c_rows: list[tuple[np.ndarray, np.ndarray]] = []
+        q_neg = self.Q[negatives]
+        b_neg = self.b[negatives]
+        d_c_rows: list[tuple[np.ndarray, np.ndarray]] = []
         if soft is not None and len(soft.rows):
             r = soft.rows
-            qc = self.Q[soft.items]
-            zs = np.einsum("rd,rmd->rm", h[r], qc) + self.b[soft.items]
-            g = _kd_logit_grad(zs, soft.logits, soft.temperature) * soft.alpha[:, None]
-            np.add.at(dh, r, np.einsum("rm,rmd->rd", g, qc))
-            d_b_rows.append((soft.items.ravel(), g.ravel()))
-            if cfg.kd_item_vectors:
-                d_q_rows.append(
-                    (soft.items.ravel(), (g[:, :, None] * h[r][:, None, :]).reshape(-1, cfg.dim))
-                )
+            g_query, dq = self._distil(h[r], soft, negatives, q_neg, b_neg, d_b_rows)
+            np.add.at(dh, r, g_query)
+            d_q_rows.extend(dq)
         if transition is not None and len(transition.rows):
             src = items[transition.rows]
-            c_src = self.C[src]
-            qc = self.Q[transition.items]
-            zs = np.einsum("rd,rmd->rm", c_src, qc) + self.b[transition.items]
-            g = _kd_logit_grad(zs, transition.logits, transition.temperature)
-            g *= transition.alpha[:, None]
-            d_c_rows.append((src, np.einsum("rm,rmd->rd", g, qc)))
-            d_b_rows.append((transition.items.ravel(), g.ravel()))
+            g_ctx, dq = self._distil(self.C[src], transition, negatives, q_neg, b_neg, d_b_rows)
+            d_c_rows.append((src, g_ctx))
+            d_q_rows.extend(dq)
 
         # Back-propagate the query gradient to the user and context vectors.
         if contexts.shape[1]:
@@ -335,15 +387,46 @@ class Student:
             per = (dh / counts[:, None])[:, None, :] * valid[:, :, None]
             d_c_rows.append((np.maximum(contexts, 0).ravel(), per.reshape(-1, cfg.dim)))
 
-        self._adagrad(self.P, self.gP, [(users, dh)])
-        self._adagrad(self.Q, self.gQ, d_q_rows)
-        if d_c_rows:
-            self._adagrad(self.C, self.gC, d_c_rows)
-        self._adagrad_bias(d_b_rows)
+        return Gradients(p=[(users, dh)], q=d_q_rows, c=d_c_rows, b=d_b_rows)
 
-        self.hist_update(users, items)
-        self.seen.add(users, items)
-        self.step += 1
+    def _distil(
+        self,
+        query: np.ndarray,
+        targets: SoftTargets,
+        negatives: np.ndarray,
+        q_neg: np.ndarray,
+        b_neg: np.ndarray,
+        d_b_rows: list[tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """Distillation gradients for ``query`` vectors (R, d).
+
+        The KL runs over the teacher's M candidates plus the batch's shared negatives, which
+        stand for the rest of the catalogue where the teacher puts (almost) no mass. Without
+        them the loss is shift-invariant over the candidates and could only reorder them, never
+        lift them above other items.
+        """
+        cand = targets.items
+        qc = self.Q[cand]
+        zs = np.einsum("rd,rmd->rm", query, qc) + self.b[cand]
+        zn = query @ q_neg.T + b_neg
+        # a negative that is also a candidate takes part once, as a candidate
+        dup = (negatives[None, :, None] == cand[:, None, :]).any(axis=2)
+        zn = np.where(dup, -np.inf, zn)
+        teacher = np.concatenate([targets.logits, np.full(zn.shape, -np.inf, np.float32)], axis=1)
+        student = np.concatenate([zs, zn], axis=1)
+        g = _kd_logit_grad(student, teacher, targets.temperature, rest=zn.shape[1])
+        g *= targets.alpha[:, None]
+        m = cand.shape[1]
+        g_c, g_n = g[:, :m], g[:, m:]
+        g_query = np.einsum("rm,rmd->rd", g_c, qc) + g_n @ q_neg
+        d_b_rows.append((cand.ravel(), g_c.ravel()))
+        d_b_rows.append((negatives, g_n.sum(axis=0)))
+        dq: list[tuple[np.ndarray, np.ndarray]] = []
+        if self.config.kd_item_vectors:
+            d = query.shape[1]
+            dq.append((negatives, g_n.T @ query))
+            dq.append((cand.ravel(), (g_c[:, :, None] * query[:, None, :]).reshape(-1, d)))
+        return g_query, dq
 
     def hist_update(self, users: np.ndarray, items: np.ndarray) -> None:
         """Append a batch's items to each user's last-L history, in order."""
@@ -387,4 +470,4 @@ class Student:
                 raise ModelError(f"student parameter table {name} has non-finite values")
 
 
-__all__ = ["SoftTargets", "Student"]
+__all__ = ["Gradients", "SoftTargets", "Student"]
