@@ -1,0 +1,179 @@
+"""Teacher quality and cost on ML-100K: prequential HR@10 / NDCG@10 of a frozen SASRecTeacher.
+
+Run::
+
+    .venv/bin/python benchmarks/teacher_quality.py               # quality (~2-4 min on CPU)
+    .venv/bin/python benchmarks/teacher_quality.py --timing      # plus fit / inference timings
+
+Protocol: events sorted stably by timestamp, ids mapped in order of first appearance. The
+teacher trains on the first 70% of events (every rating enters the sequences) and is then
+frozen. For each positive event (rating >= 3.5) of the last 30% whose user has earlier events,
+the target is ranked among all items seen before that event, minus the user's earlier items
+(full catalogue, no sampling); the model reads the user's true history up to that event.
+Items first seen after training cannot be scored and rank last. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from kdstream.teacher import SASRecTeacher, TeacherConfig
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "ml-100k" / "u.data"
+POSITIVE_AT = 3.5
+K = 10
+
+
+def load_ml100k(path: Path) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], np.ndarray]:
+    """(users, items, ratings) in time order, ids mapped in order of first appearance."""
+    raw = np.loadtxt(path, dtype=np.int64, delimiter="\t")
+    raw = raw[np.argsort(raw[:, 3], kind="stable")]
+
+    def remap(col: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+        _, first, inverse = np.unique(col, return_index=True, return_inverse=True)
+        # rank of each id's first appearance = its index
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        return rank[inverse].astype(np.int32)
+
+    return remap(raw[:, 0]), remap(raw[:, 1]), raw[:, 2]
+
+
+def evaluate(
+    teacher: SASRecTeacher,
+    users: npt.NDArray[np.int32],
+    items: npt.NDArray[np.int32],
+    ratings: np.ndarray,
+    split: int,
+    batch: int = 512,
+) -> dict[str, float | int]:
+    n_trained = teacher.n_items
+    histories: dict[int, list[int]] = {}
+    for u, i in zip(users[:split].tolist(), items[:split].tolist(), strict=True):
+        histories.setdefault(u, []).append(i)
+    n_seen = int(items[:split].max()) + 1
+    cases: list[tuple[list[int], int, int]] = []  # (history, target, n_seen before the event)
+    for u, i, r in zip(
+        users[split:].tolist(), items[split:].tolist(), ratings[split:].tolist(), strict=True
+    ):
+        hist = histories.setdefault(u, [])
+        if r >= POSITIVE_AT and hist and i < n_seen:
+            cases.append((list(hist), i, n_seen))
+        hist.append(i)
+        n_seen = max(n_seen, i + 1)
+
+    hits, ndcg = 0, 0.0
+    for b in range(0, len(cases), batch):
+        chunk = cases[b : b + batch]
+        width = max(c[2] for c in chunk)
+        scores = np.full((len(chunk), width), -np.inf, dtype=np.float32)
+        scores[:, :n_trained] = teacher.score_next([np.asarray(c[0]) for c in chunk])
+        for row, (hist, target, seen) in enumerate(chunk):
+            s = scores[row, :seen].copy()
+            s[hist] = -np.inf
+            t = s[target]
+            if not np.isfinite(t):
+                continue
+            rank = int((s > t).sum())
+            if rank < K:
+                hits += 1
+                ndcg += 1.0 / math.log2(rank + 2)
+    n = len(cases)
+    return {"n_cases": n, "hr@10": hits / n, "ndcg@10": ndcg / n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--time-budget", type=float, default=240.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--heads", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--max-len", type=int, default=50)
+    ap.add_argument("--dropout", type=float, default=0.2)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timing", action="store_true", help="also time a 50k fit and inference")
+    args = ap.parse_args()
+    if not args.data.exists():
+        raise SystemExit(f"dataset not found: {args.data}")
+
+    users, items, ratings = load_ml100k(args.data)
+    split = int(0.7 * len(users))
+    cfg = TeacherConfig(
+        dim=args.dim,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        max_len=args.max_len,
+        dropout=args.dropout,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        time_budget_s=args.time_budget,
+        num_threads=args.threads,
+        device=args.device,
+        seed=args.seed,
+    )
+    teacher = SASRecTeacher(cfg)
+    n_train_items = int(items[:split].max()) + 1
+    report = teacher.fit(users[:split], items[:split], n_train_items)
+    t0 = time.perf_counter()
+    metrics = evaluate(teacher, users, items, ratings, split)
+    out: dict[str, object] = {
+        "dataset": "ml-100k",
+        "train_events": split,
+        "test_events": len(users) - split,
+        **metrics,
+        "fit": {
+            "epochs": report.epochs,
+            "seconds": round(report.seconds, 2),
+            "final_loss": round(report.final_loss, 4),
+            "device": report.device,
+        },
+        "eval_seconds": round(time.perf_counter() - t0, 2),
+        "config": cfg.to_dict(),
+        "hardware": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if report.device == "cuda" else None,
+        },
+    }
+    if args.timing:
+        timing_cfg = TeacherConfig(num_threads=1, time_budget_s=30.0, device=args.device)
+        t = SASRecTeacher(timing_cfg)
+        fit50 = t.fit(users[:50_000], items[:50_000], int(items[:50_000].max()) + 1)
+        hist: dict[int, list[int]] = {}
+        for u, i in zip(users[:50_000].tolist(), items[:50_000].tolist(), strict=True):
+            hist.setdefault(u, []).append(i)
+        all_users = [np.asarray(hist.get(u, []), dtype=np.int32) for u in range(943)]
+        t.user_soft_labels(all_users[:8], m=50)  # warm-up
+        t1 = time.perf_counter()
+        t.user_soft_labels(all_users, m=50)
+        out["timing"] = {
+            "fit_50k": {
+                "epochs": fit50.epochs,
+                "seconds": round(fit50.seconds, 2),
+                "final_loss": round(fit50.final_loss, 4),
+                "config": "defaults, num_threads=1, time_budget_s=30",
+            },
+            "user_soft_labels_943_users_m50_seconds": round(time.perf_counter() - t1, 3),
+        }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
