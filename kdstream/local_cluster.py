@@ -391,7 +391,6 @@ def kafka_ready(bootstrap: str, timeout: float = 5.0) -> bool:
             bootstrap_servers=bootstrap,
             client_id="kdstream-local-probe",
             request_timeout_ms=ms,
-            api_version_auto_timeout_ms=ms,
         )
     except (KafkaError, OSError, ValueError):
         return False

@@ -129,7 +129,6 @@ def _admin(bootstrap: str, timeout_s: float) -> Iterator[Any]:
             bootstrap_servers=bootstrap_servers(bootstrap),
             client_id="kdstream-admin",
             request_timeout_ms=ms,
-            api_version_auto_timeout_ms=ms,
         )
     except KafkaError as exc:
         raise ServiceError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
@@ -150,10 +149,17 @@ def _entries(resource: Any) -> list[tuple[str, str | None, int]]:
     return out
 
 
+def _source(value: object) -> int:
+    if isinstance(value, str):
+        return _SOURCE_TOPIC_OVERRIDE if value == "DYNAMIC_TOPIC_CONFIG" else -1
+    return int(value) if isinstance(value, int) else -1
+
+
 def _describe(admin: Any, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    meta = {t["topic"]: t for t in admin.describe_topics(list(names))}
+    # kafka-python 2.x names fields "topic"/"leader"/"replicas", 3.x "name"/"leader_id"/...
+    meta = {t.get("topic", t.get("name")): t for t in admin.describe_topics(list(names))}
     found = [n for n in names if n in meta and meta[n]["error_code"] == 0]
     out: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -163,6 +169,12 @@ def _describe(admin: Any, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         return out
     responses = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in found])
     configs: dict[str, list[tuple[str, str | None, int]]] = {}
+    if isinstance(responses, dict):  # kafka-python 3.x: {"topic": {name: {key: {...}}}}
+        for name, entries in responses.get("topic", {}).items():
+            configs[name] = [
+                (key, e.get("value"), _source(e.get("config_source"))) for key, e in entries.items()
+            ]
+        responses = []
     for response in responses:
         for resource in response.to_object()["resources"]:
             if resource["error_code"] != 0:
@@ -177,8 +189,10 @@ def _describe(admin: Any, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         out[name] = {
             "exists": True,
             "partitions": len(partitions),
-            "replication_factor": max((len(p["replicas"]) for p in partitions), default=0),
-            "leaders_known": all(p["leader"] >= 0 for p in partitions),
+            "replication_factor": max(
+                (len(p.get("replicas", p.get("replica_nodes", []))) for p in partitions), default=0
+            ),
+            "leaders_known": all(p.get("leader", p.get("leader_id", -1)) >= 0 for p in partitions),
             "configs": {k: v for k, v, _ in entries},
             "overrides": {k: v for k, v, src in entries if src == _SOURCE_TOPIC_OVERRIDE},
         }

@@ -9,9 +9,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from kdstream.stream._kafka_admin import bootstrap_servers
-
 from kdstream.errors import ConfigError, ServiceError
+from kdstream.stream._kafka_admin import bootstrap_servers
 
 _COMPRESSIONS = ("auto", "gzip", "lz4", "zstd", "snappy", "none")
 _MAX_ERRORS_KEPT = 20
@@ -122,6 +121,8 @@ class KafkaEventProducer:
             raise ConfigError(f"retries must be >= 0, got {retries!r}")
         self.bootstrap = bootstrap_servers(bootstrap)
         self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._n_completed = 0  # delivered + failed, ever
         self._errors: list[BaseException] = []
         self._n_failed = 0
         self._n_delivered = 0
@@ -169,12 +170,16 @@ class KafkaEventProducer:
     def _on_delivered(self, _metadata: object) -> None:
         with self._lock:
             self._n_delivered += 1
+            self._n_completed += 1
+            self._done.notify_all()
 
     def _on_failed(self, exc: BaseException) -> None:
         with self._lock:
             self._n_failed += 1
+            self._n_completed += 1
             if len(self._errors) < _MAX_ERRORS_KEPT:
                 self._errors.append(exc)
+            self._done.notify_all()
 
     @property
     def n_sent(self) -> int:
@@ -228,6 +233,17 @@ class KafkaEventProducer:
         except KafkaError as exc:
             raise ServiceError(f"flush to {self.bootstrap} did not finish: {exc}") from exc
         with self._lock:
+            # Some kafka-python versions (3.x) can return from flush() before the delivery
+            # callbacks have run; wait for them so that no failure slips past this flush.
+            completed = self._done.wait_for(
+                lambda: self._n_completed >= self._n_sent,
+                timeout=30.0 if timeout_s is None else timeout_s,
+            )
+            if not completed:
+                raise ServiceError(
+                    f"flush to {self.bootstrap} did not finish: "
+                    f"{self._n_sent - self._n_completed} record(s) still unacknowledged"
+                )
             errors, n_failed = self._errors, self._n_failed
             self._errors, self._n_failed = [], 0
         if n_failed:
