@@ -21,8 +21,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Integration tests start their own Kafka (KRaft, from Maven Central) and redis-server on
+# loopback; KDSTREAM_REQUIRE_SERVICES makes a failed start an error, never a skip.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
+	KDSTREAM_REQUIRE_SERVICES=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) build *.egg-info

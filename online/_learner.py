@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from kdstream.student import SoftTargets, Student, StudentConfig
 
 from kdstream.errors import ConfigError
+from kdstream.student import SoftTargets, Student, StudentConfig
 
 from ._popularity import Popularity
 

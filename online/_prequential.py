@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
 from kdstream.student import SeenPairs
 from kdstream.student._arrays import isin_sorted, unique_sorted
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from kdstream.stream._event import Event
 
 from kdstream.errors import ConfigError
+from kdstream.stream._event import Event
 
 _OBJ = np.dtype(object)
 

@@ -51,9 +51,9 @@ from types import MappingProxyType
 from typing import Final
 
 import numpy as np
-from kdstream.stream._event import EVENT_TYPES, Event
 
 from kdstream.errors import ConfigError, DecodeError, KdstreamError
+from kdstream.stream._event import EVENT_TYPES, Event
 
 from ._columns import EventColumns
 

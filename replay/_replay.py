@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
-from kdstream.stream._event import Event
-
 from kdstream.errors import ConfigError, KdstreamError
+from kdstream.stream._event import Event
 
 from ._columns import EventColumns
 from ._progress import Progress

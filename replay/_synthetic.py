@@ -26,9 +26,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
-from kdstream.stream._event import Event
 
 from kdstream.errors import ConfigError
+from kdstream.stream._event import Event
 
 from ._columns import EventColumns
 

@@ -18,6 +18,7 @@ from ._config import StudentConfig
 from ._seen import SeenPairs
 
 _EPS = 1e-8
+_KD_REST = 16  # shared negatives that stand for the rest of the catalogue in distillation
 
 
 @dataclass
@@ -342,10 +343,10 @@ class Student:
             z_neg = h @ q_neg.T + self.b[negatives]
             z_p = z_pos.copy()
             if cfg.logq_correction and neg_logq is not None and pos_logq is not None:
-                z_neg = z_neg - neg_logq[None, :]
-                z_p = z_p - pos_logq
+                z_neg -= np.asarray(neg_logq, np.float32)[None, :]
+                z_p -= np.asarray(pos_logq, np.float32)
             # A sampled negative equal to the positive is not a negative.
-            z_neg = np.where(negatives[None, :] == items[:, None], -np.inf, z_neg)
+            z_neg[negatives[None, :] == items[:, None]] = -np.inf
             m = np.maximum(z_neg.max(axis=1), z_p)
             e_neg = np.exp(z_neg - m[:, None])
             e_pos = np.exp(z_p - m)
@@ -408,10 +409,13 @@ class Student:
         cand = targets.items
         qc = self.Q[cand]
         zs = np.einsum("rd,rmd->rm", query, qc) + self.b[cand]
+        # A few of the batch's negatives stand for the rest of the catalogue: enough to lift
+        # the candidates above other items, cheap enough to keep the step fast.
+        negatives, q_neg, b_neg = negatives[:_KD_REST], q_neg[:_KD_REST], b_neg[:_KD_REST]
         zn = query @ q_neg.T + b_neg
         # a negative that is also a candidate takes part once, as a candidate
         dup = (negatives[None, :, None] == cand[:, None, :]).any(axis=2)
-        zn = np.where(dup, -np.inf, zn)
+        zn[dup] = -np.inf
         teacher = np.concatenate([targets.logits, np.full(zn.shape, -np.inf, np.float32)], axis=1)
         student = np.concatenate([zs, zn], axis=1)
         g = _kd_logit_grad(student, teacher, targets.temperature, rest=zn.shape[1])

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from kdstream.errors import DecodeError
 from kdstream.stream import (
     EVENT_TYPES,
     MAX_RECORD_BYTES,
@@ -24,8 +26,6 @@ from kdstream.stream import (
     encode_event,
     encode_soft_labels,
 )
-
-from kdstream.errors import DecodeError
 
 GOOD = {"user": "u42", "item": "i9", "type": "click", "ts": 1700000000.5}
 

@@ -8,6 +8,8 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from kdstream.errors import ConfigError
 from kdstream.stream import (
     EmbeddedConsumer,
     EmbeddedLog,
@@ -15,8 +17,6 @@ from kdstream.stream import (
     murmur2,
     partition_for_key,
 )
-
-from kdstream.errors import ConfigError
 
 kafka_default = pytest.importorskip("kafka.partitioner.default")
 

@@ -7,8 +7,6 @@ from typing import Any
 
 import pytest
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
-from kdstream.stream._kafka_admin import TopicSpec, bootstrap_servers, default_topics
-from kdstream.stream._kafka_producer import KafkaEventProducer, available_compressions
 
 from kdstream.errors import ConfigError, ServiceError
 from kdstream.local_cluster import (
@@ -19,6 +17,8 @@ from kdstream.local_cluster import (
     local_down,
     local_status,
 )
+from kdstream.stream._kafka_admin import TopicSpec, bootstrap_servers, default_topics
+from kdstream.stream._kafka_producer import KafkaEventProducer, available_compressions
 
 
 class FakeFuture:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from kdstream.errors import ConfigError, ModelError
 from kdstream.stream import (
     MemoryStore,
     Store,
@@ -16,8 +18,6 @@ from kdstream.stream import (
     parse_offset_key,
     top_k_from_store,
 )
-
-from kdstream.errors import ConfigError, ModelError
 
 
 def _items(n: int = 6, d: int = 4, seed: int = 0) -> StoreBatch:

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from kdstream.errors import ConfigError
 from kdstream.replay import (
     RETAIL_TYPE_MAP,
     CsvSpec,
@@ -23,8 +25,6 @@ from kdstream.replay import (
     read_log,
 )
 from kdstream.stream._event import Event
-
-from kdstream.errors import ConfigError
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

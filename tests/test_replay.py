@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 
 import pytest
+
+from kdstream.errors import ConfigError, DecodeError
 from kdstream.replay import EventColumns, Progress, SyntheticConfig, generate, replay
 from kdstream.stream import EmbeddedConsumer, EmbeddedLog, EmbeddedProducer, decode_event
 from kdstream.stream._event import Event
-
-from kdstream.errors import ConfigError, DecodeError
 
 
 class FakeProducer:

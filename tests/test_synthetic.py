@@ -7,10 +7,10 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
-from kdstream.replay import EventColumns, SyntheticConfig, generate, generate_events
-from kdstream.stream._event import EVENT_TYPES
 
 from kdstream.errors import ConfigError
+from kdstream.replay import EventColumns, SyntheticConfig, generate, generate_events
+from kdstream.stream._event import EVENT_TYPES
 
 SMALL = SyntheticConfig(n_users=300, n_items=400, n_events=20_000, drift_every=0, seed=3)
 

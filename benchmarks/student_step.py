@@ -1,0 +1,102 @@
+"""The student's micro-batched learning step alone, against river's BiasedMF, on one core.
+
+Run: ``.venv/bin/python benchmarks/student_step.py [--json] [--events N] [--batch B]``
+
+Same fixed synthetic stream (popularity-skewed users and items) for every contender:
+kdstream's ``Student.learn_many`` with distillation off, with it on (M = 50 soft labels per
+event), and ``river.reco.BiasedMF.learn_one`` per event, all at dimension 32 in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one core, like the processor
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+
+from kdstream.student import SoftTargets, Student, StudentConfig
+
+
+def make_stream(n: int, n_users: int, n_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    pu = 1.0 / np.arange(1, n_users + 1) ** 0.8
+    pi = 1.0 / np.arange(1, n_items + 1) ** 1.0
+    users = rng.choice(n_users, n, p=pu / pu.sum())
+    items = rng.choice(n_items, n, p=pi / pi.sum())
+    return users.astype(np.int64), items.astype(np.int64)
+
+
+def bench_student(users, items, n_items: int, batch: int, kd_m: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    st = Student(StudentConfig(dim=32, seed=seed))
+    st.grow(int(users.max()) + 1, n_items)
+    counts = np.bincount(items, minlength=n_items) + 1.0
+    p = counts**0.5 / (counts**0.5).sum()
+    logq = np.log(st.config.n_negatives * p)
+    n_users = int(users.max()) + 1
+    label_items = rng.choice(n_items, (n_users, kd_m), p=p) if kd_m else None
+    label_logits = rng.standard_normal((n_users, kd_m)).astype(np.float32) if kd_m else None
+    w = np.ones(batch, np.float32)
+    start = time.perf_counter()
+    for s in range(0, len(users), batch):
+        u, i = users[s : s + batch], items[s : s + batch]
+        negs = rng.choice(n_items, st.config.n_negatives, p=p)
+        soft = None
+        if kd_m:
+            soft = SoftTargets(
+                rows=np.arange(len(u)),
+                items=label_items[u],
+                logits=label_logits[u],
+                temperature=np.full(len(u), 2.0, np.float32),
+                alpha=np.full(len(u), 0.5, np.float32),
+            )
+        st.learn_many(u, i, w[: len(u)], negs, logq[negs], logq[i], soft=soft)
+    return len(users) / (time.perf_counter() - start)
+
+
+def bench_river(users, items, n: int) -> float:
+    from river import reco
+
+    model = reco.BiasedMF(n_factors=32, seed=0)
+    us, it = users[:n].astype(str), items[:n].astype(str)
+    start = time.perf_counter()
+    for u, i in zip(us, it, strict=True):
+        model.learn_one(u, i, 1.0)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=500_000)
+    ap.add_argument("--river-events", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--users", type=int, default=50_000)
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    users, items = make_stream(args.events, args.users, args.items, args.seed)
+    plain = bench_student(users, items, args.items, args.batch, 0, args.seed)
+    kd = bench_student(users, items, args.items, args.batch, 50, args.seed)
+    river = bench_river(users, items, min(args.river_events, args.events))
+    out = {
+        "kdstream_events_per_s": round(plain),
+        "kdstream_kd_events_per_s": round(kd),
+        "river_events_per_s": round(river),
+        "ratio_vs_river": round(plain / river, 1),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>26}: {v:,}")
+        print(f"batch {args.batch}, dim 32, {args.events:,} events, {args.items:,} items")
+
+
+if __name__ == "__main__":
+    main()

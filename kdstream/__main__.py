@@ -1,0 +1,5 @@
+import sys
+
+from kdstream.cli import main
+
+sys.exit(main())

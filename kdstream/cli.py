@@ -1,0 +1,56 @@
+"""The ``kdstream`` command line.
+
+Run ``kdstream --help``; every sub-command has its own ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kdstream.demo import format_table, run_demo
+
+    summary = run_demo(args.events, args.seed, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(summary, sort_keys=False))
+    else:
+        print(format_table(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdstream", description="Streaming recommender with continual distillation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the embedded pipeline on a synthetic stream")
+    demo.add_argument("--events", type=int, default=200_000, help="events to generate")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line message, not a traceback, for known errors
+        from kdstream.errors import KdstreamError
+
+        if isinstance(exc, KdstreamError):
+            print(f"kdstream: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
