@@ -133,7 +133,7 @@ class SASRecTeacher:
 
     def _sequences(
         self, users: npt.NDArray[np.int64], items: npt.NDArray[np.int64]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Left-padded (input, target) rows of length ``max_len`` in embedding-row space.
 
         Each user's sequence is cut from its end into pieces whose targets do not overlap, so
@@ -163,8 +163,8 @@ class SASRecTeacher:
                 last -= max_len
         if not inputs:
             empty = np.zeros((0, max_len), dtype=np.int64)
-            return empty, empty, len(starts)
-        return np.stack(inputs), np.stack(targets), len(starts)
+            return empty, empty
+        return np.stack(inputs), np.stack(targets)
 
     def fit(self, users: npt.ArrayLike, items: npt.ArrayLike, n_items: int) -> FitReport:
         """Train on a window of events (time order), warm-starting from the last version.
@@ -201,7 +201,8 @@ class SASRecTeacher:
             raise ConfigError(f"users must be >= 0, got {u.min()}")
         cfg = self.config
         u, it = u[-cfg.window_events :], it[-cfg.window_events :]
-        inputs, targets, n_users = self._sequences(u, it) if len(u) >= 2 else (None, None, 0)
+        n_users = len(np.unique(u))
+        inputs, targets = self._sequences(u, it) if len(u) >= 2 else (None, None)
 
         with self._lock:
             if self._model is not None:

@@ -142,6 +142,7 @@ def test_fit_on_tiny_window_is_a_noop() -> None:
     for users, items in (([], []), ([0], [1]), ([0, 1, 2], [1, 2, 3])):  # nobody has 2 events
         report = teacher.fit(np.array(users, np.int32), np.array(items, np.int32), 4)
         assert report.version == 0 and report.epochs == 0 and np.isnan(report.final_loss)
+        assert report.n_events == len(users) and report.n_users == len(set(users))
     assert teacher.version == 0
     with pytest.raises(StateError):
         teacher.user_soft_labels([np.array([1])])
