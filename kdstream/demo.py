@@ -16,7 +16,7 @@ def demo_config(n_events: int, seed: int) -> PipelineConfig:
     """Defaults scaled to the stream: about ten teacher refreshes over the run."""
     base = PipelineConfig()
     every = max(2_000, n_events // 10)
-    teacher = replace(base.teacher, seed=seed, time_budget_s=1e9, epochs=3, window_events=50_000)
+    teacher = replace(base.teacher, seed=seed, time_budget_s=1e9, epochs=2, window_events=30_000)
     return replace(
         base,
         refresh=RefreshPolicy(every_events=every, min_events=min(every, 5_000)),
