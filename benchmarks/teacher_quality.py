@@ -11,6 +11,22 @@ frozen. For each positive event (rating >= 3.5) of the last 30% whose user has e
 the target is ranked among all items seen before that event, minus the user's earlier items
 (full catalogue, no sampling); the model reads the user's true history up to that event.
 Items first seen after training cannot be scored and rank last. Prints one JSON object.
+
+Measured (2026-11-23, defaults: dim 64, 2 layers, 1 head, max_len 50, dropout 0.2, lr 1e-3,
+20 epochs; 16,218 test cases):
+
+=================================  =======  =======  ==========  ============================
+where                              HR@10    NDCG@10  fit         note
+=================================  =======  =======  ==========  ============================
+Xeon host, 16 cores, 2 threads     0.191    0.097    54 s        ``--timing``: 50k fit 14 ep.
+                                                                 in 30 s; 943 users M=50 0.34 s
+2-core AMD EPYC VM, 2 threads      0.168    0.084    241 s       shared with other jobs (load
+                                                                 ~4): 11 of 20 epochs in budget
+H100, ``--device cuda``            0.188    0.096    7 s
+=================================  =======  =======  ==========  ============================
+
+On the GPU, longer training overfits with dropout 0.2 (50 / 100 / 200 epochs: 0.186 / 0.168 /
+0.149); dropout 0.5 holds up (100 epochs: 0.184).
 """
 
 from __future__ import annotations
