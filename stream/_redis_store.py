@@ -1,0 +1,739 @@
+"""RedisStore: the :class:`~kdstream.stream.Store` of the distributed runtime, in Redis.
+
+Keys, all under ``<namespace>:`` (the namespace allows no ``:``, so two never collide)::
+
+    uvec               hash  user -> query vector, float32 little-endian bytes
+    seen:<user>        set   items the user interacted with
+    lastts             hash  user -> latest event time (kept at the max, by a Lua script)
+    offsets            hash  "topic:partition" -> next offset applied (kept at the max)
+    versions           hash  model versions, e.g. student, teacher
+    pop                str   popularity, float32 blob aligned with the item index
+    item:ids           list  item ids in index order (the id -> index map's inverse)
+    item:index         hash  item id -> index
+    item:vec           str   item table, row-major float32 blob (rows beyond its end read as 0)
+    item:bias          str   item bias, float32 blob (missing tail reads as 0)
+    item:meta          hash  d (dimension), version (bumped by every item change)
+    user:ids, user:index     the same id map for users
+    delta:<token>      str   marks an applied item-delta push (idempotent retries), with a TTL
+
+Design choices, and why:
+
+- A micro-batch is one ``MULTI/EXEC`` (redis-py transactional pipeline) that also carries the
+  offsets it covers, so a crash leaves all of a batch or nothing; a connection lost before
+  ``EXEC`` makes Redis discard the queued commands. Batches that rewrite item-table fields
+  ``WATCH`` ``item:meta`` and retry on conflict, so their shape checks see what they replace.
+- Offsets and event times never go backwards: a small Lua script (run inside the transaction)
+  writes a field only when the new value is larger.
+- Id allocation is one Lua script (atomic on the server): an id already in the map keeps its
+  index, a new one gets ``LLEN`` of the list (then is appended), so concurrent processors never
+  hand out one index twice.
+- Shared item updates from several processors are merged server-side by a Lua script that adds
+  float32 delta rows into the ``item:vec`` blob (``GETRANGE``/``SETRANGE`` per row). The
+  alternative, one hash field per component with ``HINCRBYFLOAT``, costs ``d`` commands per row
+  and a ``HGETALL`` of ``n * d`` fields per pull; the blob keeps pulls a single ``GET``.
+  A push carries a token stored with ``SET NX``, so a client retry after a lost reply does not
+  add the same deltas twice.
+- Readers cache the item table by ``item:meta`` version: ``item_table()`` costs one ``HGET``
+  unless the table changed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from kdstream.errors import ConfigError, ModelError, ServiceError
+from kdstream.types import FloatArray
+
+from ._store import StoreBatch, offset_key, parse_offset_key, top_k_from_store
+
+IdKind = Literal["user", "item"]
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_F32 = np.dtype("<f4")
+_DELTA_TOKEN_TTL_S = 24 * 3600
+
+# KEYS[1] hash; ARGV field1 value1 field2 value2 ...: keep the numeric max per field.
+_MAX_FIELDS_LUA = """
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not cur) or tonumber(ARGV[i + 1]) > tonumber(cur) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
+# KEYS: ids list, index hash[, meta hash]; ARGV: ids. Returns the index of every id.
+_ALLOCATE_LUA = """
+local out = {}
+local created = 0
+for i, id in ipairs(ARGV) do
+  local idx = redis.call('HGET', KEYS[2], id)
+  if idx then
+    out[i] = tonumber(idx)
+  else
+    local n = redis.call('RPUSH', KEYS[1], id) - 1
+    redis.call('HSET', KEYS[2], id, n)
+    out[i] = n
+    created = created + 1
+  end
+end
+if created > 0 and #KEYS >= 3 then
+  redis.call('HINCRBY', KEYS[3], 'version', 1)
+end
+return out
+"""
+
+# KEYS: item:vec, item:bias, item:meta, item:ids, delta token key
+# ARGV: d, token ttl, rows (int32 LE blob), deltas (float32 LE blob, m*d), bias deltas ('' or m)
+# Returns the new table version, or -1 when this token was applied before.
+_ADD_DELTAS_LUA = """
+local d = tonumber(ARGV[1])
+local rows = ARGV[3]
+local deltas = ARGV[4]
+local bias = ARGV[5]
+local m = #rows / 4
+local cur_d = redis.call('HGET', KEYS[3], 'd')
+if cur_d and tonumber(cur_d) ~= d then
+  return redis.error_reply('kdstream: deltas have dimension ' .. d .. ', the table ' .. cur_d)
+end
+local n = redis.call('LLEN', KEYS[4])
+local idx = {}
+for i = 1, m do
+  local r = struct.unpack('<i4', rows, (i - 1) * 4 + 1)
+  if r < 0 or r >= n then
+    return redis.error_reply('kdstream: row ' .. r .. ' outside the ' .. n .. ' allocated items')
+  end
+  idx[i] = r
+end
+if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[2]) then
+  return -1
+end
+local fmt = '<' .. string.rep('f', d)
+local width = 4 * d
+local zero = string.rep('\\0', width)
+for i = 1, m do
+  local off = idx[i] * width
+  local cur = redis.call('GETRANGE', KEYS[1], off, off + width - 1)
+  if #cur < width then cur = cur .. string.sub(zero, 1, width - #cur) end
+  local a = {struct.unpack(fmt, cur)}
+  local b = {struct.unpack(fmt, deltas, (i - 1) * width + 1)}
+  local s = {}
+  for j = 1, d do s[j] = a[j] + b[j] end
+  redis.call('SETRANGE', KEYS[1], off, struct.pack(fmt, unpack(s)))
+  if #bias > 0 then
+    local boff = idx[i] * 4
+    local cb = redis.call('GETRANGE', KEYS[2], boff, boff + 3)
+    local x = 0
+    if #cb == 4 then x = struct.unpack('<f', cb) end
+    local db = struct.unpack('<f', bias, (i - 1) * 4 + 1)
+    redis.call('SETRANGE', KEYS[2], boff, struct.pack('<f', x + db))
+  end
+end
+redis.call('HSETNX', KEYS[3], 'd', d)
+return redis.call('HINCRBY', KEYS[3], 'version', 1)
+"""
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (safe to log)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    netloc = f"{user}:***@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _check_url(url: str) -> None:
+    if not isinstance(url, str):
+        raise ConfigError(f"store url: expected a string, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"store url: cannot parse {mask_url(url)!r}: {exc}") from exc
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(
+            f"store url: expected redis://[:password@]host[:port][/db] or rediss://..., "
+            f"got {mask_url(url)!r}"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"store url: no host in {mask_url(url)!r}")
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ConfigError(f"store url: database must be an integer, got {db!r}")
+    if port == 0:
+        raise ConfigError(f"store url: port must be in 1..65535, got {port}")
+
+
+def _vector(array: np.ndarray, name: str, ndim: int) -> np.ndarray:
+    """A float32 little-endian copy, checked for shape and finiteness (as MemoryStore)."""
+    out = np.asarray(array, dtype=_F32)
+    if out.ndim != ndim:
+        raise ConfigError(f"{name}: expected a {ndim}-D array, got shape {out.shape}")
+    if not np.isfinite(out).all():
+        raise ModelError(f"{name}: non-finite values; refusing to serve them")
+    return np.ascontiguousarray(out)
+
+
+def _floats(blob: bytes | None, count: int) -> FloatArray:
+    """``count`` float32 values from ``blob``, zero-padded (or cut) to length; read-only."""
+    raw = b"" if blob is None else blob
+    have = len(raw) // 4
+    if have >= count:
+        out = np.frombuffer(raw, dtype=_F32, count=count)
+    else:
+        out = np.zeros(count, dtype=_F32)
+        out[:have] = np.frombuffer(raw, dtype=_F32, count=have)
+        out.setflags(write=False)
+    return out
+
+
+class RedisStore:
+    """Serving state in Redis; several processes may share one namespace.
+
+    Parameters
+    ----------
+    url
+        ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://...`` (TLS). The
+        password never appears in ``repr`` or error messages.
+    namespace
+        Prefix of every key (letters, digits, ``_ . -``; at most 64 characters).
+    client
+        A ready ``redis.Redis`` (bytes responses) to use instead of connecting to ``url``;
+        tests inject one to fail on purpose.
+    timeout_s
+        Socket connect and read timeout.
+    retries
+        Client retries (short exponential backoff) of a command after a connection error;
+        then :class:`~kdstream.errors.ServiceError`.
+
+    Examples
+    --------
+    >>> store = RedisStore("redis://:secret@127.0.0.1:6379/0", namespace="demo")
+    >>> store
+    RedisStore(url='redis://:***@127.0.0.1:6379/0', namespace='demo')
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        namespace: str = "kd",
+        *,
+        client: Any | None = None,
+        timeout_s: float = 5.0,
+        retries: int = 2,
+    ) -> None:
+        _check_url(url)
+        if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
+            raise ConfigError(
+                f"namespace: expected 1-64 letters, digits, '_', '.' or '-', got {namespace!r}"
+            )
+        if not (isinstance(timeout_s, int | float) and timeout_s > 0):
+            raise ConfigError(f"timeout_s: expected a number > 0, got {timeout_s!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"retries: expected an integer >= 0, got {retries!r}")
+        self._url = url
+        self._masked = mask_url(url)
+        self._ns = namespace
+        if client is None:
+            import redis  # lazy: importing kdstream.stream must not import redis
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
+
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+                decode_responses=False,
+            )
+        self._client = client
+        self._max_fields = client.register_script(_MAX_FIELDS_LUA)
+        self._allocate = client.register_script(_ALLOCATE_LUA)
+        self._add_deltas = client.register_script(_ADD_DELTAS_LUA)
+        # (version, ids, vectors, bias, id -> index); replaced whole, so reads need no lock
+        self._cache: tuple[int, list[str], FloatArray, FloatArray, dict[str, int]] | None = None
+        self._cache_lock = threading.Lock()
+
+    # -- keys and plumbing ------------------------------------------------------------------
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self._ns, *parts))
+
+    def __repr__(self) -> str:
+        return f"RedisStore(url={self._masked!r}, namespace={self._ns!r})"
+
+    @property
+    def namespace(self) -> str:
+        """The key prefix."""
+        return self._ns
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Map redis-py exceptions to :class:`ServiceError` (ours pass through)."""
+        from redis import exceptions as rexc
+
+        try:
+            yield
+        except rexc.ResponseError as exc:
+            message = str(exc)
+            if "kdstream:" in message:  # a Lua script's own argument check
+                raise ConfigError(message[message.index("kdstream:") + 10 :]) from exc
+            raise ServiceError(f"Redis at {self._masked}: {what} failed: {message}") from exc
+        except rexc.AuthenticationError as exc:
+            raise ServiceError(
+                f"Redis at {self._masked}: authentication failed during {what} "
+                f"(check the password in the store URL): {exc}"
+            ) from exc
+        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+            raise ServiceError(
+                f"Redis at {self._masked} is unreachable ({what}): {exc}"
+            ) from exc
+        except rexc.RedisError as exc:
+            raise ServiceError(f"Redis at {self._masked}: {what} failed: {exc}") from exc
+
+    def ping(self) -> None:
+        """Raise :class:`ServiceError` unless the server answers (and accepts the password)."""
+        with self._errors("PING"):
+            self._client.ping()
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        with self._errors("close"):
+            self._client.close()
+
+    def clear(self) -> int:
+        """Delete every key of this namespace; return how many were deleted."""
+        deleted = 0
+        with self._errors("clear"):
+            batch: list[bytes] = []
+            for key in self._client.scan_iter(match=f"{self._ns}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(self._client.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(self._client.unlink(*batch))
+        self._cache = None
+        return deleted
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write_batch(self, batch: StoreBatch) -> None:
+        """Apply ``batch`` as one ``MULTI/EXEC`` transaction, offsets included.
+
+        Everything is validated before the transaction starts, so a rejected batch changes
+        nothing; a batch interrupted before ``EXEC`` (crash, lost connection) is discarded
+        by Redis whole.
+        """
+        users = {
+            str(u): _vector(v, f"user_vectors[{u!r}]", 1) for u, v in batch.user_vectors.items()
+        }
+        vectors = None if batch.item_vectors is None else _vector(
+            batch.item_vectors, "item_vectors", 2
+        )
+        bias = None if batch.item_bias is None else _vector(batch.item_bias, "item_bias", 1)
+        popularity = None if batch.popularity is None else _vector(
+            batch.popularity, "popularity", 1
+        )
+        ids = None if batch.item_ids is None else [str(i) for i in batch.item_ids]
+        if ids is not None and len(set(ids)) != len(ids):
+            raise ConfigError("item_ids: expected unique ids")
+        offsets: list[str] = []
+        for key, offset in batch.offsets.items():
+            parse_offset_key(key)
+            if isinstance(offset, bool) or not isinstance(offset, int | np.integer) or offset < 0:
+                raise ConfigError(f"offsets[{key!r}]: expected an integer >= 0, got {offset!r}")
+            offsets += [key, str(int(offset))]
+        stamps: list[str] = []
+        for user, ts in batch.last_event_ts.items():
+            if not math.isfinite(ts):
+                raise ConfigError(f"last_event_ts[{user!r}]: expected finite, got {ts!r}")
+            stamps += [str(user), repr(float(ts))]
+        versions = {}
+        for name, version in batch.versions.items():
+            if isinstance(version, bool) or not isinstance(version, int | np.integer):
+                raise ConfigError(f"versions[{name!r}]: expected an integer, got {version!r}")
+            versions[str(name)] = int(version)
+        table_write = (
+            ids is not None or vectors is not None or bias is not None or popularity is not None
+        )
+        from redis.exceptions import WatchError
+
+        meta, id_list = self._k("item", "meta"), self._k("item", "ids")
+        with self._errors("write_batch"):
+            for _ in range(20):
+                with self._client.pipeline(transaction=True) as pipe:
+                    try:
+                        if table_write:
+                            # shape checks must see the table this batch replaces
+                            pipe.watch(meta, id_list)
+                        plan = self._plan_table(pipe, ids, vectors, bias, popularity, users)
+                        pipe.multi()
+                        self._queue_writes(
+                            pipe, plan, users, batch.seen, stamps, offsets, versions
+                        )
+                        pipe.execute()
+                        return
+                    except WatchError:
+                        continue
+            raise ServiceError(
+                f"Redis at {self._masked}: write_batch: the item table kept changing "
+                "under the batch (20 WATCH conflicts)"
+            )
+
+    def _plan_table(
+        self,
+        pipe: Any,
+        ids: list[str] | None,
+        vectors: np.ndarray | None,
+        bias: np.ndarray | None,
+        popularity: np.ndarray | None,
+        users: dict[str, np.ndarray],
+    ) -> dict[str, Any]:
+        """Check the batch against the stored table; return what the transaction writes."""
+        plan: dict[str, Any] = {}
+        if not (ids is not None or vectors is not None or bias is not None or popularity
+                is not None or users):
+            return plan
+        d_raw, n_cur = self._shape(pipe)
+        d_cur = None if d_raw is None else int(d_raw)
+        table_write = ids is not None or vectors is not None or bias is not None
+        n = n_cur if ids is None else len(ids)
+        if table_write:
+            if vectors is None:
+                if n and d_cur is None:
+                    raise ConfigError(f"item_ids: {n} ids but no item_vectors were ever written")
+                if n != n_cur:
+                    raise ConfigError(
+                        f"item_vectors: expected {n} rows (one per item id), got {n_cur}"
+                    )
+            elif vectors.shape[0] != n:
+                raise ConfigError(
+                    f"item_vectors: expected {n} rows (one per item id), got {vectors.shape[0]}"
+                )
+            if bias is not None and len(bias) != n:
+                raise ConfigError(f"item_bias: expected {n} values, got {len(bias)}")
+            if bias is None and (ids is not None or vectors is not None):
+                bias_n = int(pipe.strlen(self._k("item", "bias"))) // 4
+                if bias_n != n:  # the table grew without a bias: zero prior (as MemoryStore)
+                    bias = np.zeros(n, dtype=_F32)
+            if ids is not None:
+                plan["ids"] = self._id_edit(pipe, ids, n_cur)
+            plan["vectors"], plan["bias"] = vectors, bias
+        dim = d_cur if vectors is None else vectors.shape[1]
+        for user, vec in users.items():
+            if dim is not None and vec.shape[0] != dim:
+                raise ConfigError(
+                    f"user_vectors[{user!r}]: expected dimension {dim}, got {vec.shape[0]}"
+                )
+        if popularity is not None:
+            if len(popularity) != n:
+                raise ConfigError(f"popularity: expected {n} values, got {len(popularity)}")
+            plan["popularity"] = popularity
+        return plan
+
+    def _shape(self, pipe: Any) -> tuple[bytes | None, int]:
+        """``(d, number of item ids)``, read in immediate mode (under WATCH when watching)."""
+        if pipe.watching:
+            return pipe.hget(self._k("item", "meta"), "d"), int(pipe.llen(self._k("item", "ids")))
+        with self._client.pipeline(transaction=False) as read:
+            read.hget(self._k("item", "meta"), "d")
+            read.llen(self._k("item", "ids"))
+            d, n = read.execute()
+        return d, int(n)
+
+    def _id_edit(self, pipe: Any, ids: list[str], n_cur: int) -> tuple[bool, int, list[str]]:
+        """``(rewrite, first new index, ids to add)``; appends when the stored ids prefix ``ids``.
+
+        Appending keeps indices that other processes allocated; a rewrite replaces the map.
+        """
+        if n_cur == 0:
+            return False, 0, ids
+        if n_cur <= len(ids):
+            cache = self._cache
+            current = pipe.hget(self._k("item", "meta"), "version")
+            if cache is not None and current is not None and cache[0] == int(current):
+                stored = cache[1]
+            else:
+                stored = [b.decode() for b in pipe.lrange(self._k("item", "ids"), 0, -1)]
+            if stored == ids[:n_cur]:
+                return False, n_cur, ids[n_cur:]
+        return True, 0, ids
+
+    def _queue_writes(
+        self,
+        pipe: Any,
+        plan: dict[str, Any],
+        users: dict[str, np.ndarray],
+        seen: dict[str, list[str]],
+        stamps: list[str],
+        offsets: list[str],
+        versions: dict[str, int],
+    ) -> None:
+        k = self._k
+        item_changed = False
+        if "ids" in plan:
+            rewrite, start, new = plan["ids"]
+            if rewrite:
+                pipe.delete(k("item", "ids"), k("item", "index"))
+                item_changed = True
+            if new:
+                pipe.rpush(k("item", "ids"), *new)
+                pipe.hset(k("item", "index"), mapping={i: start + j for j, i in enumerate(new)})
+                item_changed = True
+        if plan.get("vectors") is not None:
+            vec = plan["vectors"]
+            pipe.set(k("item", "vec"), vec.tobytes())
+            pipe.hset(k("item", "meta"), "d", vec.shape[1])
+            item_changed = True
+        if plan.get("bias") is not None:
+            pipe.set(k("item", "bias"), plan["bias"].tobytes())
+            item_changed = True
+        if item_changed:
+            pipe.hincrby(k("item", "meta"), "version", 1)
+        if plan.get("popularity") is not None:
+            pipe.set(k("pop"), plan["popularity"].tobytes())
+        if users:
+            pipe.hset(k("uvec"), mapping={u: v.tobytes() for u, v in users.items()})
+        for user, items in seen.items():
+            if items:
+                pipe.sadd(k("seen", str(user)), *[str(i) for i in items])
+        if stamps:
+            self._max_fields(keys=[k("lastts")], args=stamps, client=pipe)
+        if offsets:
+            self._max_fields(keys=[k("offsets")], args=offsets, client=pipe)
+        if versions:
+            pipe.hset(k("versions"), mapping=versions)
+
+    # -- id maps ----------------------------------------------------------------------------
+
+    def _id_keys(self, kind: str) -> list[str]:
+        if kind == "item":
+            return [self._k("item", "ids"), self._k("item", "index"), self._k("item", "meta")]
+        if kind == "user":
+            return [self._k("user", "ids"), self._k("user", "index")]
+        raise ConfigError(f"kind: expected 'user' or 'item', got {kind!r}")
+
+    def allocate_ids(self, kind: IdKind, ids: Sequence[str]) -> list[int]:
+        """The index of each id, allocating the next free indices to new ones, atomically.
+
+        Ids already mapped keep their index; concurrent callers (threads or processes) never
+        get one index for two ids, nor two indices for one id.
+        """
+        keys = self._id_keys(kind)
+        args = [str(i) for i in ids]
+        if not args:
+            return []
+        with self._errors(f"allocate_ids({kind})"):
+            return [int(i) for i in self._allocate(keys=keys, args=args)]
+
+    def index_of(self, kind: IdKind, ids: Sequence[str]) -> list[int]:
+        """The index of each id, ``-1`` for ids never allocated."""
+        keys = self._id_keys(kind)
+        if not ids:
+            return []
+        with self._errors(f"index_of({kind})"):
+            found = self._client.hmget(keys[1], [str(i) for i in ids])
+        return [-1 if f is None else int(f) for f in found]
+
+    def id_of(self, kind: IdKind, index: int) -> str | None:
+        """The id at ``index``, or None beyond the allocated ones."""
+        keys = self._id_keys(kind)
+        if isinstance(index, bool) or not isinstance(index, int | np.integer) or index < 0:
+            raise ConfigError(f"index: expected an integer >= 0, got {index!r}")
+        with self._errors(f"id_of({kind})"):
+            found = self._client.lindex(keys[0], int(index))
+        return None if found is None else found.decode()
+
+    # -- shared item table (several processors) ---------------------------------------------
+
+    def push_item_deltas(
+        self,
+        rows: np.ndarray,
+        deltas: np.ndarray,
+        bias_deltas: np.ndarray | None = None,
+        *,
+        token: str | None = None,
+    ) -> int:
+        """Add float32 ``deltas`` (m, d) to item rows ``rows`` (m,) server-side; atomic.
+
+        Rows must be allocated (:meth:`allocate_ids`); rows past the stored table start at
+        zero. Repeated rows add up. ``token`` makes the push idempotent: a push whose token was
+        applied before (within a day) is skipped and returns -1; by default a fresh token
+        guards against the client's own retries. Returns the table version after the push.
+        """
+        rows_arr = np.asarray(rows)
+        if rows_arr.ndim != 1 or (rows_arr.size and rows_arr.dtype.kind not in "iu"):
+            raise ConfigError(f"rows: expected a 1-D integer array, got {rows_arr.dtype}"
+                              f" shape {rows_arr.shape}")
+        delta = _vector(deltas, "deltas", 2)
+        if delta.shape[0] != rows_arr.shape[0]:
+            raise ConfigError(
+                f"deltas: expected {rows_arr.shape[0]} rows (one per row index), got "
+                f"{delta.shape[0]}"
+            )
+        if delta.shape[1] == 0:
+            raise ConfigError("deltas: expected dimension >= 1, got 0")
+        if rows_arr.size and (rows_arr.min() < 0 or rows_arr.max() >= 2**31):
+            raise ConfigError(f"rows: expected indices in 0..2**31-1, got {rows_arr.min()}..")
+        bias_blob = b""
+        if bias_deltas is not None:
+            b = _vector(bias_deltas, "bias_deltas", 1)
+            if b.shape[0] != rows_arr.shape[0]:
+                raise ConfigError(
+                    f"bias_deltas: expected {rows_arr.shape[0]} values, got {b.shape[0]}"
+                )
+            bias_blob = b.tobytes()
+        if rows_arr.size == 0:
+            return self.item_version()
+        tok = token if token is not None else uuid.uuid4().hex
+        keys = [
+            self._k("item", "vec"),
+            self._k("item", "bias"),
+            self._k("item", "meta"),
+            self._k("item", "ids"),
+            self._k("delta", tok),
+        ]
+        args = [
+            delta.shape[1],
+            _DELTA_TOKEN_TTL_S,
+            rows_arr.astype("<i4").tobytes(),
+            delta.tobytes(),
+            bias_blob,
+        ]
+        with self._errors("push_item_deltas"):
+            return int(self._add_deltas(keys=keys, args=args))
+
+    def item_version(self) -> int:
+        """The item table's version (0 before any item write)."""
+        with self._errors("item_version"):
+            raw = self._client.hget(self._k("item", "meta"), "version")
+        return 0 if raw is None else int(raw)
+
+    def pull_items(self) -> tuple[list[str], FloatArray, FloatArray, int]:
+        """``(ids, vectors (n, d), bias (n,), version)`` of the shared item table."""
+        cached = self._table()
+        return list(cached[1]), cached[2], cached[3], cached[0]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _table(self) -> tuple[int, list[str], FloatArray, FloatArray, dict[str, int]]:
+        """The item table, re-read only when its version changed."""
+        version = self.item_version()
+        cached = self._cache
+        if cached is not None and cached[0] == version:
+            return cached
+        k = self._k
+        with self._errors("item_table"), self._client.pipeline(transaction=True) as pipe:
+            # one MULTI/EXEC: ids, vectors, bias and version of the same moment
+            pipe.hget(k("item", "meta"), "version")
+            pipe.hget(k("item", "meta"), "d")
+            pipe.lrange(k("item", "ids"), 0, -1)
+            pipe.get(k("item", "vec"))
+            pipe.get(k("item", "bias"))
+            raw_version, raw_d, raw_ids, vec_blob, bias_blob = pipe.execute()
+        ids = [b.decode() for b in raw_ids]
+        n = len(ids)
+        if raw_d is None:
+            if n:
+                d = 0
+            else:
+                empty = np.empty((0, 0), dtype=_F32)
+                table = (int(raw_version or 0), [], empty, np.empty(0, dtype=_F32), {})
+                self._cache = table
+                return table
+        else:
+            d = int(raw_d)
+        vectors = _floats(vec_blob, n * d).reshape(n, d)
+        bias = _floats(bias_blob, n)
+        table = (
+            0 if raw_version is None else int(raw_version),
+            ids,
+            vectors,
+            bias,
+            {item: i for i, item in enumerate(ids)},
+        )
+        with self._cache_lock:
+            if self._cache is None or self._cache[0] <= table[0]:
+                self._cache = table
+        return table
+
+    def item_table(self) -> tuple[list[str], FloatArray, FloatArray]:
+        """``(ids, vectors, bias)``; read-only arrays, cached until the table changes."""
+        cached = self._table()
+        return list(cached[1]), cached[2], cached[3]
+
+    def item_indices(self, items: Sequence[str]) -> np.ndarray:
+        """Index of each item id in the cached table, ``-1`` for unknown ones."""
+        cached = self._cache if self._cache is not None else self._table()
+        get = cached[4].get
+        return np.fromiter((get(i, -1) for i in items), dtype=np.int64, count=len(items))
+
+    def user_vector(self, user: str) -> FloatArray | None:
+        """The user's query vector (read-only float32), or None."""
+        with self._errors("user_vector"):
+            raw = self._client.hget(self._k("uvec"), str(user))
+        return None if raw is None else np.frombuffer(raw, dtype=_F32)
+
+    def seen(self, user: str) -> set[str]:
+        """The user's seen items."""
+        with self._errors("seen"):
+            raw = self._client.smembers(self._k("seen", str(user)))
+        return {b.decode() for b in raw}
+
+    def last_event_ts(self, user: str) -> float | None:
+        """Time of the user's latest event, or None."""
+        with self._errors("last_event_ts"):
+            raw = self._client.hget(self._k("lastts"), str(user))
+        return None if raw is None else float(raw)
+
+    def popularity(self) -> FloatArray | None:
+        """Popularity aligned with the item index (read-only), or None."""
+        with self._errors("popularity"):
+            raw = self._client.get(self._k("pop"))
+        return None if raw is None else np.frombuffer(raw, dtype=_F32)
+
+    def applied_offset(self, topic: str, partition: int) -> int | None:
+        """The highest next-offset applied for ``topic:partition``, or None."""
+        with self._errors("applied_offset"):
+            raw = self._client.hget(self._k("offsets"), offset_key(topic, partition))
+        return None if raw is None else int(raw)
+
+    def versions(self) -> dict[str, int]:
+        """The model versions written so far."""
+        with self._errors("versions"):
+            raw = self._client.hgetall(self._k("versions"))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def n_users(self) -> int:
+        """Number of users with a query vector."""
+        with self._errors("n_users"):
+            return int(self._client.hlen(self._k("uvec")))
+
+    def recommend(
+        self, user: str, k: int, exclude_seen: bool = True
+    ) -> tuple[list[str], FloatArray]:
+        """Top-``k`` ``(ids, scores)``; see :func:`~kdstream.stream.top_k_from_store`."""
+        return top_k_from_store(self, user, k, exclude_seen)
+
+
+__all__ = ["RedisStore", "mask_url"]
