@@ -1,0 +1,173 @@
+"""``kdstream replay`` and ``kdstream evaluate``: feed a log to a broker, compare variants on it.
+
+``cli.py`` registers both with ``add_parsers(sub)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from kdstream.errors import ConfigError
+
+_SHOW_REJECTS = 5  # rejected lines listed in the summary (all are counted)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _reject_lines(what: str, rejects: Any, n: int, unit: str) -> list[str]:
+    if not n:
+        return []
+    lines = [f"{n} {what}:"]
+    lines += [f"  {unit} {where}: {reason}" for where, reason in list(rejects)[:_SHOW_REJECTS]]
+    if n > _SHOW_REJECTS:
+        lines.append(f"  ... and {n - _SHOW_REJECTS} more")
+    return lines
+
+
+# --------------------------------------------------------------------------------- replay
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from kdstream.replay import read_log, replay
+
+    cols, read_report = read_log(args.path, format=args.format, limit=args.limit)
+    show = not args.no_progress
+    broker: str = args.broker
+    summary: list[str] = []
+    if broker.startswith("kafka://"):
+        from kdstream.stream._kafka_admin import create_topics, default_topics
+        from kdstream.stream._kafka_producer import KafkaEventProducer
+
+        create_topics(broker, default_topics())
+        with KafkaEventProducer(broker) as producer:
+            rep = replay(cols, producer, topic="kd.events", speed=args.speed, progress=show)
+        summary.append(f"sent {rep.sent} events to kd.events on {broker} in {rep.seconds:.1f} s")
+    elif broker in ("embedded://", "embedded"):
+        from kdstream.replay import Progress
+        from kdstream.replay._evaluate import evaluation_config
+        from kdstream.stream._runtime import EmbeddedPipeline
+
+        pipeline = EmbeddedPipeline(evaluation_config(max(len(cols), 1), args.seed))
+        topic = pipeline.config.events_topic
+        rep = replay(cols, pipeline.producer, topic=topic, speed=args.speed, progress=show)
+        summary.append(f"sent {rep.sent} events to {topic} (embedded) in {rep.seconds:.1f} s")
+        # the embedded log lives in this process: learn the replay here so it is not lost
+        with Progress(rep.sent, "learn", enabled=show, stream=sys.stderr) as bar:
+            stats = pipeline.run(progress=bar.update)
+        metrics = pipeline.prequential.report.metrics
+        k = pipeline.config.k
+        summary.append(
+            f"learned {stats.events} events ({stats.teacher_refreshes} teacher refreshes); "
+            + ", ".join(f"{name} HR@{k} {m.hr:.4f}" for name, m in metrics.items())
+        )
+    else:
+        raise ConfigError(f"--broker must be embedded:// or kafka://host:port, got {broker!r}")
+    summary.append(
+        f"{rep.sent} events sent, {read_report.n_rejected + rep.rejected} lines rejected "
+        f"({read_report.n_lines} lines read, format {read_report.format})"
+    )
+    summary += _reject_lines(
+        "lines rejected when read", read_report.rejects, read_report.n_rejected, "line"
+    )
+    summary += _reject_lines("events rejected when encoded", rep.rejects, rep.rejected, "event #")
+    print("\n".join(summary))
+    return 0
+
+
+# ------------------------------------------------------------------------------- evaluate
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from kdstream.replay._evaluate import evaluate
+    from kdstream.replay._report import format_markdown
+
+    report = evaluate(
+        args.path,
+        variants=args.variants,
+        k=args.k,
+        seed=args.seed,
+        batch_size=args.batch,
+        limit=args.limit,
+        out_dir=args.out,
+        river_sample=args.river_sample,
+        progress=not args.no_progress,
+        format=args.format,
+    )
+    print(format_markdown(report))
+    print(f"wrote report.json, report.md and curves.png to {args.out}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``replay`` and ``evaluate`` on an ``argparse`` sub-parsers object."""
+    from kdstream.replay import FORMATS
+    from kdstream.replay._evaluate import VARIANTS
+
+    formats = ("auto", *FORMATS)
+    rp = sub.add_parser(
+        "replay",
+        help="feed a log to the embedded log (and learn it) or to Kafka",
+        description="Read a log (PATH or - for stdin), in time order, and send every event "
+        "keyed by user. embedded:// also runs the embedded pipeline on it and prints a summary.",
+    )
+    rp.add_argument("path", metavar="PATH", help="log file (.gz ok) or - for stdin")
+    rp.add_argument("--format", default="auto", choices=formats)
+    rp.add_argument(
+        "--speed",
+        type=_speed,
+        default=0.0,
+        help="0: as fast as possible; X: log time divided by X (1 = real time)",
+    )
+    rp.add_argument("--limit", type=_positive_int, default=None, help="first N events (time order)")
+    rp.add_argument("--broker", default="embedded://", help="embedded:// or kafka://host:port")
+    rp.add_argument("--seed", type=int, default=0, help="seed of the embedded pipeline")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    rp.set_defaults(func=_cmd_replay)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="prequential comparison of kdstream and baselines on a log",
+        description="Test-then-train evaluation of several variants on one log "
+        "(shared/EVALUATION.md); writes report.json, report.md and curves.png.",
+    )
+    ev.add_argument("path", metavar="PATH", help="log file (.gz ok) or - for stdin")
+    ev.add_argument("--format", default="auto", choices=formats)
+    ev.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)}",
+    )
+    ev.add_argument("--k", type=_positive_int, default=10, help="cut-off of HR@k and NDCG@k")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch", type=_positive_int, default=256, help="micro-batch size")
+    ev.add_argument("--limit", type=_positive_int, default=None, help="first N events (time order)")
+    ev.add_argument("--out", default="out/evaluate", help="output directory")
+    ev.add_argument(
+        "--river-sample",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="river-mf ranks every K-th scored event (default: chosen from the "
+        "log so that river takes about a minute)",
+    )
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    ev.set_defaults(func=_cmd_evaluate)
+
+
+__all__ = ["add_parsers"]
