@@ -251,6 +251,7 @@ class RedisStore:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"retries: expected an integer >= 0, got {retries!r}")
         self._url = url
+        self._retries = retries
         self._masked = mask_url(url)
         self._ns = namespace
         if client is None:
@@ -379,6 +380,7 @@ class RedisStore:
         from redis.exceptions import WatchError
 
         meta, id_list = self._k("item", "meta"), self._k("item", "ids")
+        lost = 0
         with self._errors("write_batch"):
             for _ in range(20):
                 with self._client.pipeline(transaction=True) as pipe:
@@ -393,8 +395,16 @@ class RedisStore:
                         )
                         pipe.execute()
                         return
-                    except WatchError:
-                        continue
+                    except WatchError as exc:
+                        # redis-py reports a connection lost while watching as a WatchError;
+                        # Redis discarded the transaction, so a retry is safe (and re-plans)
+                        if str(exc).startswith("Watched variable changed"):
+                            continue
+                        lost += 1
+                        if lost > self._retries:
+                            raise ServiceError(
+                                f"Redis at {self._masked} is unreachable (write_batch): {exc}"
+                            ) from exc
             raise ServiceError(
                 f"Redis at {self._masked}: write_batch: the item table kept changing "
                 "under the batch (20 WATCH conflicts)"

@@ -1,0 +1,467 @@
+"""RedisStore against a live redis-server: MemoryStore's behaviour, atomic batches, id
+allocation and item deltas across concurrent writers, passwords and a dead server.
+
+Each test uses its own key namespace (``unique_prefix``) and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from kdstream.errors import ConfigError, ModelError, ServiceError
+from kdstream.stream import MemoryStore, Store, StoreBatch, top_k_from_store
+from kdstream.stream._redis_store import RedisStore, mask_url
+
+
+@pytest.fixture
+def store(redis_url: str, unique_prefix: str) -> Iterator[RedisStore]:
+    s = RedisStore(redis_url, namespace=unique_prefix)
+    try:
+        yield s
+    finally:
+        s.clear()
+        s.close()
+
+
+def _other(redis_url: str, store: RedisStore) -> RedisStore:
+    """A second client on the same namespace (another process's view)."""
+    return RedisStore(redis_url, namespace=store.namespace)
+
+
+def _items(n: int = 6, d: int = 4, seed: int = 0) -> StoreBatch:
+    rng = np.random.default_rng(seed)
+    return StoreBatch(
+        item_ids=[f"i{j}" for j in range(n)],
+        item_vectors=rng.normal(size=(n, d)).astype(np.float32),
+        item_bias=rng.normal(size=n).astype(np.float32),
+        popularity=np.arange(n, dtype=np.float32),
+    )
+
+
+def _same_state(a: Store, b: Store, users: list[str], offsets: list[tuple[str, int]]) -> None:
+    ids_a, vec_a, bias_a = a.item_table()
+    ids_b, vec_b, bias_b = b.item_table()
+    assert ids_a == ids_b
+    np.testing.assert_array_equal(vec_a, vec_b)
+    np.testing.assert_array_equal(bias_a, bias_b)
+    pop_a, pop_b = a.popularity(), b.popularity()
+    assert (pop_a is None) == (pop_b is None)
+    if pop_a is not None and pop_b is not None:
+        np.testing.assert_array_equal(pop_a, pop_b)
+    assert a.versions() == b.versions()
+    for topic, partition in offsets:
+        assert a.applied_offset(topic, partition) == b.applied_offset(topic, partition)
+    for user in users:
+        ua, ub = a.user_vector(user), b.user_vector(user)
+        assert (ua is None) == (ub is None)
+        if ua is not None and ub is not None:
+            assert ub.dtype == np.float32
+            np.testing.assert_array_equal(ua, ub)
+        assert a.seen(user) == b.seen(user)
+        assert a.last_event_ts(user) == b.last_event_ts(user)
+        for exclude in (True, False):
+            ra, rb = a.recommend(user, 5, exclude), b.recommend(user, 5, exclude)
+            assert ra[0] == rb[0]
+            np.testing.assert_array_equal(ra[1], rb[1])
+
+
+# -- the Store behaviour, against MemoryStore -------------------------------------------------
+
+
+def test_is_a_store_and_empty(store: RedisStore) -> None:
+    assert isinstance(store, Store)
+    _same_state(store, MemoryStore(), ["u"], [("kd.events", 0)])
+    ids, vectors, bias = store.item_table()
+    assert ids == [] and vectors.size == 0 and bias.size == 0
+    assert store.recommend("u", 5)[0] == []
+
+
+def test_round_trip_of_every_field(store: RedisStore) -> None:
+    batch = _items()
+    batch.user_vectors = {"u1": np.array([1, 0, 0, 0], dtype=np.float64), "ü 2": np.ones(4)}
+    batch.seen = {"u1": ["i1", "i2"], "ü 2": ["i5"]}
+    batch.last_event_ts = {"u1": 100.25, "ü 2": 1.0e9 + 0.125}
+    batch.offsets = {"kd.events:0": 10, "kd.events:1": 4}
+    batch.versions = {"student": 1, "teacher": 0}
+    store.write_batch(batch)
+    memory = MemoryStore()
+    memory.write_batch(batch)
+    _same_state(store, memory, ["u1", "ü 2", "nobody"], [("kd.events", p) for p in range(3)])
+    assert store.n_users() == 2
+    assert store.last_event_ts("ü 2") == 1.0e9 + 0.125
+    # a second client (another process) reads the same state
+    assert store.item_version() > 0
+
+
+def test_batches_merge_like_memory_store(store: RedisStore) -> None:
+    memory = MemoryStore()
+    rng = np.random.default_rng(7)
+    batches = [
+        _items(n=5, d=3, seed=1),
+        StoreBatch(user_vectors={"a": rng.normal(size=3)}, seen={"a": ["i1"]},
+                   last_event_ts={"a": 5.0}, offsets={"t:0": 3}, versions={"student": 1}),
+        StoreBatch(seen={"a": ["i2", "i1"], "b": ["i0"]}, last_event_ts={"a": 4.0, "b": 2.0},
+                   offsets={"t:0": 2, "t:1": 1}, versions={"student": 2, "teacher": 1}),
+        # the table grows (ids appended) without a bias: zero prior, as MemoryStore
+        StoreBatch(item_ids=[f"i{j}" for j in range(7)], item_vectors=rng.normal(size=(7, 3))),
+        StoreBatch(item_bias=rng.normal(size=7), popularity=rng.normal(size=7)),
+        # a reordered table replaces the id map
+        StoreBatch(item_ids=[f"i{j}" for j in reversed(range(7))],
+                   item_vectors=rng.normal(size=(7, 3)), item_bias=rng.normal(size=7)),
+        StoreBatch(user_vectors={"b": rng.normal(size=3)}, offsets={"t:1": 9}),
+    ]
+    for batch in batches:
+        store.write_batch(batch)
+        memory.write_batch(batch)
+        _same_state(store, memory, ["a", "b", "c"], [("t", 0), ("t", 1)])
+    assert store.index_of("item", ["i6", "i0", "x"]) == [0, 6, -1]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        StoreBatch(item_ids=["a", "a"], item_vectors=np.zeros((2, 2))),
+        StoreBatch(item_ids=["a"]),
+        StoreBatch(item_ids=["a"], item_vectors=np.zeros(2)),
+        StoreBatch(item_ids=["a"], item_vectors=np.zeros((1, 2)), item_bias=np.zeros(2)),
+        StoreBatch(item_ids=["a"], item_vectors=np.zeros((1, 2)), popularity=np.zeros(3)),
+        StoreBatch(offsets={"no-partition": 1}),
+        StoreBatch(offsets={"t:0": -1}),
+        StoreBatch(last_event_ts={"u": float("nan")}),
+        StoreBatch(versions={"student": "one"}),  # type: ignore[dict-item]
+    ],
+)
+def test_bad_batches_are_rejected_whole(store: RedisStore, bad: StoreBatch) -> None:
+    bad.seen = {"u": ["x"]}
+    bad.offsets = {"ok:0": 1, **bad.offsets}
+    with pytest.raises(ConfigError):
+        store.write_batch(bad)
+    assert store.seen("u") == set()
+    assert store.item_table()[0] == []
+    assert store.applied_offset("ok", 0) is None
+
+
+def test_non_finite_and_wrong_dimension(store: RedisStore) -> None:
+    store.write_batch(_items())
+    with pytest.raises(ModelError):
+        store.write_batch(StoreBatch(user_vectors={"u": np.array([np.nan, 0, 0, 0])}))
+    with pytest.raises(ConfigError):
+        store.write_batch(StoreBatch(user_vectors={"u": np.zeros(3)}))
+    assert store.user_vector("u") is None
+
+
+def test_top_k_matches_memory_store(store: RedisStore) -> None:
+    rng = np.random.default_rng(11)
+    n, d = 300, 8
+    memory = MemoryStore()
+    batch = _items(n=n, d=d, seed=11)
+    batch.popularity = rng.integers(0, 5, size=n).astype(np.float32)  # ties
+    users = [f"u{j}" for j in range(12)]
+    batch.user_vectors = {u: rng.normal(size=d).astype(np.float32) for u in users[:8]}
+    batch.seen = {u: [f"i{j}" for j in rng.choice(n, 40, replace=False)] for u in users}
+    for s in (store, memory):
+        s.write_batch(batch)
+    for user in [*users, "stranger"]:
+        for k in (0, 1, 10, 299, 400):
+            ours, ref = store.recommend(user, k), memory.recommend(user, k)
+            assert ours[0] == ref[0], (user, k)
+            np.testing.assert_array_equal(ours[1], ref[1])
+            assert top_k_from_store(store, user, k)[0] == ref[0]
+
+
+# -- atomicity and offsets --------------------------------------------------------------------
+
+
+class _CrashBeforeExec(redis.connection.Connection):
+    """Sends MULTI and the queued commands, then drops the connection instead of EXEC."""
+
+    armed = False
+    exec_cmd = b"*1\r\n$4\r\nEXEC\r\n"
+    dropped = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if type(self).armed:
+            data = b"".join(bytes(c) for c in command) if isinstance(command, list) else command
+            if isinstance(data, bytes) and data.endswith(self.exec_cmd):
+                super().send_packed_command([data[: -len(self.exec_cmd)]], check_health)
+                type(self).dropped += 1
+                self.disconnect()
+                raise redis.exceptions.ConnectionError("simulated crash before EXEC")
+        super().send_packed_command(command, check_health)
+
+
+@pytest.mark.parametrize("table_write", [False, True])
+def test_a_batch_interrupted_before_exec_leaves_nothing(
+    redis_url: str, store: RedisStore, table_write: bool
+) -> None:
+    store.write_batch(_items(n=4))
+    version = store.item_version()
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=_CrashBeforeExec)
+    crashing = RedisStore(redis_url, namespace=store.namespace,
+                          client=redis.Redis(connection_pool=pool))
+    batch = StoreBatch(
+        user_vectors={"u": np.ones(4)}, seen={"u": ["i1"]}, last_event_ts={"u": 9.0},
+        offsets={"kd.events:0": 100}, versions={"student": 5},
+    )
+    if table_write:
+        batch.item_ids = [f"i{j}" for j in range(6)]
+        batch.item_vectors = np.ones((6, 4))
+        batch.popularity = np.ones(6)
+    _CrashBeforeExec.armed, _CrashBeforeExec.dropped = True, 0
+    try:
+        with pytest.raises(ServiceError, match="unreachable"):
+            crashing.write_batch(batch)
+    finally:
+        _CrashBeforeExec.armed = False
+    assert _CrashBeforeExec.dropped >= 1
+    assert store.applied_offset("kd.events", 0) is None
+    assert store.user_vector("u") is None and store.seen("u") == set()
+    assert store.last_event_ts("u") is None and store.versions() == {}
+    assert store.item_table()[0] == [f"i{j}" for j in range(4)]
+    assert store.item_version() == version
+    crashing.write_batch(batch)  # the same batch on a healthy connection applies whole
+    assert store.applied_offset("kd.events", 0) == 100 and store.seen("u") == {"i1"}
+    crashing.close()
+
+
+def test_offsets_and_event_times_never_go_backwards(redis_url: str, store: RedisStore) -> None:
+    store.write_batch(StoreBatch(offsets={"kd.events:0": 50}, last_event_ts={"u": 10.5}))
+    store.write_batch(StoreBatch(offsets={"kd.events:0": 7}, last_event_ts={"u": 3.0}))
+    assert store.applied_offset("kd.events", 0) == 50 and store.last_event_ts("u") == 10.5
+    store.write_batch(StoreBatch(offsets={"kd.events:0": 2**40}))
+    assert store.applied_offset("kd.events", 0) == 2**40
+
+    # concurrent writers with interleaved, out-of-order offsets: the max wins
+    rng = np.random.default_rng(3)
+    values = [rng.permutation(500) + 1 for _ in range(3)]
+
+    def writer(vals: np.ndarray) -> None:
+        other = _other(redis_url, store)
+        for v in vals:
+            other.write_batch(StoreBatch(offsets={"kd.events:1": int(v)}))
+        other.close()
+
+    threads = [threading.Thread(target=writer, args=(v,)) for v in values]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.applied_offset("kd.events", 1) == 500
+
+
+# -- id allocation ----------------------------------------------------------------------------
+
+
+def test_allocation_keeps_existing_indices(store: RedisStore) -> None:
+    assert store.allocate_ids("item", []) == []
+    assert store.allocate_ids("item", ["a", "b", "a"]) == [0, 1, 0]
+    assert store.allocate_ids("item", ["c", "b"]) == [2, 1]
+    assert store.index_of("item", ["c", "zz"]) == [2, -1]
+    assert [store.id_of("item", i) for i in range(4)] == ["a", "b", "c", None]
+    assert store.allocate_ids("user", ["a"]) == [0]  # users have their own map
+    with pytest.raises(ConfigError):
+        store.allocate_ids("shop", ["a"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        store.id_of("item", -1)
+
+
+def test_concurrent_allocation_is_one_consistent_mapping(
+    redis_url: str, store: RedisStore
+) -> None:
+    universe = [f"item-{j}" for j in range(400)]
+    rng = np.random.default_rng(5)
+    lists = [[universe[j] for j in rng.choice(400, 250, replace=False)] for _ in range(4)]
+    results: list[list[tuple[str, int]]] = [[] for _ in lists]
+
+    def worker(w: int) -> None:
+        other = _other(redis_url, store)
+        for start in range(0, len(lists[w]), 10):  # many small calls interleave
+            chunk = lists[w][start : start + 10]
+            results[w] += list(zip(chunk, other.allocate_ids("item", chunk), strict=True))
+        other.close()
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    mapping: dict[str, int] = {}
+    for pairs in results:
+        for item, index in pairs:
+            assert mapping.setdefault(item, index) == index  # one index per id
+    assert sorted(mapping.values()) == list(range(len(mapping)))  # dense, no duplicates
+    assert store.index_of("item", list(mapping)) == list(mapping.values())
+    assert store.item_table()[0] == [store.id_of("item", i) for i in range(len(mapping))]
+
+
+# -- shared item table ------------------------------------------------------------------------
+
+
+def test_item_deltas_from_two_writers_sum_exactly(redis_url: str, store: RedisStore) -> None:
+    n, d = 50, 8
+    ids = [f"i{j}" for j in range(n)]
+    start = np.random.default_rng(1).integers(-64, 64, size=(n, d)).astype(np.float32) / 8
+    store.write_batch(StoreBatch(item_ids=ids, item_vectors=start, item_bias=np.zeros(n)))
+    # dyadic deltas: float32 sums are exact, so any interleaving gives the same table
+    plans = []
+    for seed in (10, 20):
+        rng = np.random.default_rng(seed)
+        plans.append([
+            (rng.integers(0, n, size=16),  # repeats within a push add up
+             rng.integers(-8, 9, size=(16, d)).astype(np.float32) / 16,
+             rng.integers(-8, 9, size=16).astype(np.float32) / 16)
+            for _ in range(30)
+        ])
+    expected = start.copy()
+    expected_bias = np.zeros(n, dtype=np.float32)
+    for plan in plans:
+        for rows, deltas, bias in plan:
+            np.add.at(expected, rows, deltas)
+            np.add.at(expected_bias, rows, bias)
+
+    def writer(plan: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        other = _other(redis_url, store)
+        for rows, deltas, bias in plan:
+            other.push_item_deltas(rows, deltas, bias)
+        other.close()
+
+    version = store.item_version()
+    threads = [threading.Thread(target=writer, args=(p,)) for p in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    got_ids, vectors, got_bias, got_version = store.pull_items()
+    assert got_ids == ids and got_version == version + 60
+    np.testing.assert_array_equal(vectors, expected)
+    np.testing.assert_array_equal(got_bias, expected_bias)
+    np.testing.assert_array_equal(store.item_table()[1], expected)  # serving sees the merge
+
+
+def test_item_deltas_grow_allocated_rows_and_are_idempotent(store: RedisStore) -> None:
+    rows = np.array(store.allocate_ids("item", ["a", "b", "c"]))
+    version = store.push_item_deltas(rows[2:], np.full((1, 2), 0.5), token="batch-1")
+    assert store.push_item_deltas(rows[2:], np.full((1, 2), 0.5), token="batch-1") == -1
+    ids, vectors, bias, pulled = store.pull_items()
+    assert ids == ["a", "b", "c"] and pulled == version
+    np.testing.assert_array_equal(vectors, [[0, 0], [0, 0], [0.5, 0.5]])  # unset rows read 0
+    np.testing.assert_array_equal(bias, [0, 0, 0])
+    with pytest.raises(ConfigError, match="row 3"):
+        store.push_item_deltas(np.array([3]), np.ones((1, 2)))  # not allocated
+    with pytest.raises(ConfigError, match="dimension"):
+        store.push_item_deltas(np.array([0]), np.ones((1, 3)))
+    with pytest.raises(ConfigError):
+        store.push_item_deltas(np.array([0, 1]), np.ones((1, 2)))
+    with pytest.raises(ModelError):
+        store.push_item_deltas(np.array([0]), np.array([[np.inf, 0]]))
+    assert store.pull_items()[3] == version  # rejected pushes changed nothing
+
+
+def test_readers_cache_the_table_until_it_changes(redis_url: str, store: RedisStore) -> None:
+    store.write_batch(_items(n=5))
+    reader = _other(redis_url, store)
+    first = reader.item_table()
+    assert reader.item_table()[1] is first[1]  # cached: the same array object
+    store.push_item_deltas(np.array([0]), np.ones((1, 4)))
+    second = reader.item_table()
+    assert second[1] is not first[1]
+    np.testing.assert_array_equal(second[1][0], first[1][0] + 1)
+    reader.close()
+
+
+def test_namespaces_are_isolated(redis_url: str, store: RedisStore, unique_prefix: str) -> None:
+    other = RedisStore(redis_url, namespace=unique_prefix + "-b")
+    try:
+        store.write_batch(_items())
+        store.write_batch(StoreBatch(offsets={"t:0": 3}, seen={"u": ["i1"]}))
+        assert other.item_table()[0] == [] and other.applied_offset("t", 0) is None
+        assert other.seen("u") == set()
+    finally:
+        other.clear()
+        other.close()
+
+
+# -- URLs, passwords, failures ----------------------------------------------------------------
+
+
+def test_bad_urls_and_namespaces() -> None:
+    for url in ("http://h:1", "redis://", "redis://h:1/db", "memory://"):
+        with pytest.raises(ConfigError):
+            RedisStore(url)
+    for namespace in ("", "a:b", "x" * 65):
+        with pytest.raises(ConfigError):
+            RedisStore(namespace=namespace)
+    assert mask_url("rediss://user:pw@h:6380/2") == "rediss://user:***@h:6380/2"
+    assert mask_url("redis://h:1") == "redis://h:1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_dead_redis_raises_service_error() -> None:
+    port = _free_port()  # nothing listens there
+    dead = RedisStore(f"redis://:pw@127.0.0.1:{port}/0", timeout_s=1.0, retries=0)
+    with pytest.raises(ServiceError, match="unreachable") as info:
+        dead.write_batch(StoreBatch(offsets={"t:0": 1}))
+    assert "pw" not in str(info.value).replace("***", "")
+    assert info.value.__cause__ is not None
+    with pytest.raises(ServiceError):
+        dead.user_vector("u")
+
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Iterator[int]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", "s3cret",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server --requirepass did not start on {port}")
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_password(password_redis: int) -> None:
+    port = password_redis
+    wrong = RedisStore(f"redis://:nope@127.0.0.1:{port}/0", namespace="pw", retries=0)
+    assert "nope" not in repr(wrong)
+    with pytest.raises(ServiceError) as info:
+        wrong.ping()
+    assert "nope" not in str(info.value)
+    with pytest.raises(ServiceError):
+        RedisStore(f"redis://127.0.0.1:{port}/0", namespace="pw", retries=0).seen("u")
+    right = RedisStore(f"redis://:s3cret@127.0.0.1:{port}/3", namespace="pw")
+    assert repr(right) == f"RedisStore(url='redis://:***@127.0.0.1:{port}/3', namespace='pw')"
+    right.ping()
+    right.write_batch(StoreBatch(seen={"u": ["i"]}, offsets={"t:0": 4}))
+    assert right.seen("u") == {"i"} and right.applied_offset("t", 0) == 4
+    right.close()
