@@ -1,0 +1,738 @@
+"""The stream processor's core: broker records -> Learner steps -> one store write per batch.
+
+No faust or broker import here: the faust agent (``_faust_app.py``) and the kafka-python loop
+(:class:`KafkaProcessorLoop`, which imports kafka-python lazily) both feed
+:meth:`ProcessorCore.process` with micro-batches of records that have ``topic``, ``partition``,
+``offset`` and ``value``.
+
+Exactly-once effects over at-least-once delivery
+------------------------------------------------
+faust's ``stream.take()`` acknowledges a batch even when its body raises, and any consumer
+re-delivers records after a crash. So a batch's effects are keyed by partition offsets: the
+store batch of every micro-batch carries ``offsets["topic:partition"] = last offset + 1`` and
+the cumulative counters ``versions["learned:topic:partition"]`` / ``versions["dead:..."]``,
+written in the *same* store transaction (``Store.write_batch`` is atomic; Redis uses one
+MULTI/EXEC). On (re)assignment :meth:`ProcessorCore.assign` reads them back, and every record
+below the applied offset is skipped and counted as a duplicate. A store write that fails is
+retried with backoff (:meth:`ProcessorCore.process` never learns a batch twice: it keeps the
+prepared write and retries only that); a batch whose *learning* fails is dead-lettered record by
+record with reason ``internal: ...`` and its offsets still advance, so nothing is dropped
+silently. Dead letters are published before the store write: after a crash between the two they
+are published again, with the same ``(partition, offset)``, which is how a DLQ reader dedupes.
+
+Several processors: merging the shared item tables
+--------------------------------------------------
+Partitions are keyed by user, so a user's vector has one owner (its partition's processor).
+Item rows (vectors ``Q``, context vectors ``C``, biases ``b``) are learned by every processor.
+Each processor keeps a local copy and, every ``sync_every_batches`` batches or
+``sync_every_s`` seconds (whichever comes first), *pushes* what it changed since its last sync
+(local minus the last pulled table) to an :class:`ItemHub`, which adds the deltas server-side,
+then *pulls* the merged table and continues from it. Item indices are global (the hub
+allocates them atomically), and a new item's initial vector is a deterministic function of its
+index, so the hub only ever holds learned offsets and two processors never double an init.
+
+Staleness bound: an update a processor makes reaches every other processor's model within
+``2 * T`` of wall time, where ``T = min(sync_every_s, time of sync_every_batches batches)``
+(at most ``T`` until its next push, plus at most ``T`` until each other processor's next pull),
+and reaches the served item table within ``T`` + one batch. Concurrent deltas to one row add
+up (Hogwild-style); with few processors and small steps that matches one learner's quality
+(``tests/test_processor_core.py`` checks two processors against one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from kdstream.errors import ConfigError, ServiceError
+from kdstream.online import IndexedSoftLabels, Learner, LearnerConfig, Vocab
+from kdstream.student import StudentConfig
+
+from ._codec import (
+    _BAD_ID_CHARS,
+    MAX_ID_CHARS,
+    MAX_RECORD_BYTES,
+    TS_MAX,
+    TS_MIN,
+    RecordLike,
+    _dead_letter,
+    decode_records,
+    decode_soft_labels,
+)
+from ._deadletter import DeadLetter
+from ._event import EVENT_TYPES, RATING_POSITIVE_AT, Event, SoftLabels
+from ._store import Store, StoreBatch, offset_key
+
+_log = logging.getLogger(__name__)
+
+
+def learned_key(topic: str, partition: int) -> str:
+    """``versions`` key of the cumulative count of events learned from a partition."""
+    return f"learned:{topic}:{partition}"
+
+
+def dead_key(topic: str, partition: int) -> str:
+    """``versions`` key of the cumulative count of records dead-lettered from a partition."""
+    return f"dead:{topic}:{partition}"
+
+
+@runtime_checkable
+class ItemHub(Protocol):
+    """Shared item state of several processors: global ids and additive row deltas."""
+
+    def allocate_ids(self, kind: str, ids: Sequence[str]) -> list[int]:
+        """Global index of each id; new ids get the next indices atomically."""
+        ...
+
+    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
+        """Add ``deltas[j]`` to row ``rows[j]`` (rows missing so far start at zero)."""
+        ...
+
+    def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:
+        """``(ids in index order, (n, width) float32 summed deltas)``."""
+        ...
+
+
+class LocalItemHub:
+    """An in-process :class:`ItemHub` (one process, or tests of several cores).
+
+    Examples
+    --------
+    >>> hub = LocalItemHub()
+    >>> hub.allocate_ids("item", ["a", "b", "a"])
+    [0, 1, 0]
+    >>> hub.push_item_deltas(np.array([1]), np.ones((1, 2), np.float32))
+    >>> hub.pull_item_offsets()[1].tolist()
+    [[0.0, 0.0], [1.0, 1.0]]
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._vocab: dict[str, Vocab] = {"item": Vocab(), "user": Vocab()}
+        self._table = np.zeros((0, 0), np.float32)
+
+    def allocate_ids(self, kind: str, ids: Sequence[str]) -> list[int]:
+        with self._lock:
+            return self._vocab[kind].add_many(list(ids)).tolist()
+
+    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
+        deltas = np.asarray(deltas, np.float32)
+        with self._lock:
+            n = max(len(self._vocab["item"]), int(rows.max()) + 1 if len(rows) else 0)
+            width = deltas.shape[1] if deltas.ndim == 2 else self._table.shape[1]
+            if self._table.shape[0] < n or self._table.shape[1] != width:
+                grown = np.zeros((n, width), np.float32)
+                old = self._table[:, :width]
+                grown[: old.shape[0], : old.shape[1]] = old
+                self._table = grown
+            np.add.at(self._table, np.asarray(rows, np.int64), deltas)
+
+    def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:
+        with self._lock:
+            ids = list(self._vocab["item"].ids)
+            out = np.zeros((len(ids), self._table.shape[1]), np.float32)
+            n = min(len(ids), self._table.shape[0])
+            out[:n] = self._table[:n]
+            return ids, out
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Settings of one stream processor.
+
+    Parameters
+    ----------
+    events_topic, soft_labels_topic, dlq_topic
+        Topic names (the offsets and counters in the store are keyed by ``events_topic``).
+    sync_every_batches, sync_every_s
+        Item-table sync period (push deltas, pull the merged table, write the served item
+        table); the first trigger wins. See the module docstring for the staleness bound.
+    write_retries
+        Store write attempts per batch before :class:`ServiceError` is raised (``0`` = retry
+        forever, which the faust agent uses: its ``take()`` must never see an exception).
+    retry_backoff_s
+        First retry delay; doubles per attempt up to 5 s.
+    student, learner
+        The model's hyper-parameters.
+    """
+
+    events_topic: str = "kd.events"
+    soft_labels_topic: str = "kd.soft-labels"
+    dlq_topic: str = "kd.events.dlq"
+    sync_every_batches: int = 20
+    sync_every_s: float = 2.0
+    write_retries: int = 5
+    retry_backoff_s: float = 0.2
+    student: StudentConfig = field(default_factory=StudentConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+
+    def __post_init__(self) -> None:
+        if self.sync_every_batches < 1:
+            raise ConfigError(
+                "ProcessorConfig.sync_every_batches: expected >= 1, "
+                f"got {self.sync_every_batches!r}"
+            )
+        if not self.sync_every_s > 0:
+            raise ConfigError(
+                f"ProcessorConfig.sync_every_s: expected > 0, got {self.sync_every_s!r}"
+            )
+        if self.write_retries < 0:
+            raise ConfigError(
+                f"ProcessorConfig.write_retries: expected >= 0, got {self.write_retries!r}"
+            )
+
+
+@dataclass
+class ProcessorStats:
+    """Counters of one processor since it started (the store keeps the durable ones)."""
+
+    records: int = 0
+    learned: int = 0
+    dead_lettered: int = 0
+    skipped_duplicates: int = 0
+    batches: int = 0
+    write_retries: int = 0
+    failed_batches: int = 0
+    item_syncs: int = 0
+    soft_labels_applied: int = 0
+    seconds_learning: float = 0.0
+    seconds_writing: float = 0.0
+
+
+@dataclass
+class BatchResult:
+    """What one :meth:`ProcessorCore.process` call did."""
+
+    learned: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+    skipped: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)
+
+
+_WEIGHTS = dict(EVENT_TYPES)
+
+
+def _signal(e: Event) -> float:
+    w = _WEIGHTS[e.type]
+    if e.type == "rating" and e.value is not None and e.value < RATING_POSITIVE_AT:
+        return -abs(w)
+    return w
+
+
+_FAST_FIELDS = frozenset({"user", "item", "type", "ts", "value", "v"})
+_loads = json.loads  # the C decoder; the strict one (hooks, Python level) is ~10x slower
+
+
+def _fast_event(obj: object, raw: bytes) -> Event | None:
+    """The common, plainly valid event at C-decoder speed; None = let the strict decoder judge.
+
+    ``obj`` is ``raw`` parsed by the C decoder, and ``raw`` has no backslash. Accepts only what
+    :func:`decode_event` accepts unchanged: string ids, a lower-case known type, numeric ``ts``
+    in range, a numeric ``value``. A duplicate key is ruled out by counting quotes: without
+    backslashes every quote delimits one of the object's keys or string values, so a repeated
+    key leaves more quotes than the parsed dict explains.
+    """
+    if type(obj) is not dict or not obj.keys() <= _FAST_FIELDS:
+        return None
+    user, item = obj.get("user"), obj.get("item")
+    kind, ts, value = obj.get("type", "view"), obj.get("ts"), obj.get("value")
+    if not (
+        type(user) is str
+        and type(item) is str
+        and type(kind) is str
+        and kind in _WEIGHTS
+        and (type(ts) is float or type(ts) is int)
+        and TS_MIN <= ts <= TS_MAX
+        and 0 < len(user) <= MAX_ID_CHARS
+        and 0 < len(item) <= MAX_ID_CHARS
+    ):
+        return None
+    version = obj.get("v", 1)
+    if type(version) is not int or version != 1:
+        return None
+    if value is not None and not (type(value) is float or type(value) is int):
+        return None
+    if kind == "rating" and value is None:
+        return None
+    if _BAD_ID_CHARS.search(user) or _BAD_ID_CHARS.search(item):
+        return None
+    n_str = 2 + ("type" in obj)  # user, item and type are the string values
+    if raw.count(b'"') != 2 * (len(obj) + n_str):
+        return None
+    return Event(user, item, kind, float(ts), None if value is None else float(value))
+
+
+def _one_object(raw: object) -> bool:
+    """Bytes that can only be one flat JSON object (safe to parse joined with others)."""
+    return (
+        type(raw) is bytes
+        and len(raw) <= MAX_RECORD_BYTES
+        and raw[:1] == b"{"
+        and raw[-1:] == b"}"
+        and raw.count(b"{") == 1
+        and raw.count(b"}") == 1
+        and b"\\" not in raw
+    )
+
+
+def decode_event_records(
+    records: Sequence[RecordLike], now: float
+) -> tuple[list[tuple[RecordLike, Event]], list[DeadLetter]]:
+    """:func:`decode_records` for events, with a bulk path for the common, valid shape.
+
+    The flat single-object records of a batch are parsed with ONE C-decoder call on their
+    comma-joined array (per-call overhead dominates for ~100-byte records); whatever that path
+    does not positively accept goes through the strict decoder, so results and dead letters
+    are the strict decoder's.
+    """
+    bulk = [r for r in records if _one_object(r.value)]
+    objs: list[object] | None = None
+    if bulk:
+        try:
+            objs = _loads(b"[" + b",".join([r.value for r in bulk]) + b"]")
+        except ValueError:
+            objs = None
+        if objs is not None and len(objs) != len(bulk):
+            objs = None
+    good: list[tuple[RecordLike, Event]] = []
+    slow: list[RecordLike] = []
+    if objs is None:
+        slow = list(records)
+    else:
+        fast_ok: set[int] = set()
+        for r, obj in zip(bulk, objs, strict=True):
+            e = _fast_event(obj, r.value)
+            if e is not None:
+                good.append((r, e))
+                fast_ok.add(id(r))
+        if len(good) != len(records):
+            slow = [r for r in records if id(r) not in fast_ok]
+    if not slow:
+        return good, []
+    strict, dead = decode_records(slow, ts=now)
+    if strict:  # keep stream order within each partition
+        good.extend(strict)
+        good.sort(key=lambda pair: (pair[0].partition, pair[0].offset))
+    return good, dead
+
+
+class ProcessorCore:
+    """Decode, dedupe by offset, learn and write one store batch per micro-batch.
+
+    Parameters
+    ----------
+    store
+        Serving state; written once per batch, atomically, with the offsets the batch covers.
+    config
+        See :class:`ProcessorConfig`.
+    hub
+        Shared item state for several processors (``None``: a private :class:`LocalItemHub`).
+    dead_letter
+        Called with each dead letter before the store write (e.g. produce it to the DLQ).
+    clock, sleep
+        Injectable for tests.
+
+    Examples
+    --------
+    >>> from kdstream.stream import MemoryStore, Record
+    >>> store = MemoryStore()
+    >>> core = ProcessorCore(store, ProcessorConfig(student=StudentConfig(dim=4)))
+    >>> core.assign([0])
+    {0: 0}
+    >>> recs = [Record("kd.events", 0, 0, None, b'{"user":"u1","item":"i1","ts":1}', 0.0),
+    ...         Record("kd.events", 0, 1, None, b'oops', 0.0)]
+    >>> r = core.process(recs)
+    >>> r.learned, len(r.dead), store.applied_offset("kd.events", 0)
+    (1, 1, 2)
+    >>> core.process(recs).skipped
+    2
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: ProcessorConfig | None = None,
+        *,
+        hub: ItemHub | None = None,
+        dead_letter: Callable[[DeadLetter], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = cfg = config or ProcessorConfig()
+        self.store = store
+        self.hub: ItemHub = hub if hub is not None else LocalItemHub()
+        self.learner = Learner(cfg.student, cfg.learner)
+        self.users = Vocab()
+        self._item_index: dict[str, int] = {}
+        self._item_ids: list[str] = []  # global index -> id, as far as known here
+        self.stats = ProcessorStats()
+        self._dead_letter = dead_letter
+        self._clock = clock
+        self._sleep = sleep
+        self._applied: dict[int, int] = {}
+        self._learned: dict[int, int] = {}
+        self._dead: dict[int, int] = {}
+        self._base = np.zeros((0, self._width), np.float32)  # table at the last pull
+        self._init_rows = 0  # rows of Q whose deterministic init is in place
+        self._q0 = np.zeros((0, cfg.student.dim), np.float32)  # cached deterministic inits
+        self._batches_since_sync = 0
+        self._last_sync = clock()
+        self.soft_labels: dict[str, SoftLabels] = {}  # latest per key (the "table")
+        self._synced_once = False
+
+    @property
+    def _width(self) -> int:
+        return 2 * self.config.student.dim + 1
+
+    # ------------------------------------------------------------- partitions
+    def assign(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Take over partitions: read their applied offsets and counters from the store.
+
+        Returns ``{partition: offset to seek to}`` (0 for a partition never applied).
+        """
+        topic = self.config.events_topic
+        versions = self.store.versions()
+        out = {}
+        for p in partitions:
+            applied = self.store.applied_offset(topic, p) or 0
+            self._applied[p] = applied
+            self._learned[p] = versions.get(learned_key(topic, p), 0)
+            self._dead[p] = versions.get(dead_key(topic, p), 0)
+            out[p] = applied
+        if not self._synced_once:
+            self.sync_items()  # start from the merged item table, not from random rows
+        return out
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Give partitions up (their state stays in the store for the next owner)."""
+        for p in partitions:
+            self._applied.pop(p, None)
+            self._learned.pop(p, None)
+            self._dead.pop(p, None)
+
+    def applied(self, partition: int) -> int | None:
+        """Next offset to apply on ``partition`` (None when not assigned here)."""
+        return self._applied.get(partition)
+
+    # ------------------------------------------------------------ soft labels
+    def apply_soft_labels(self, records: Sequence[RecordLike]) -> int:
+        """Decode soft-label records, keep the latest per key and feed them to the Learner."""
+        decoded, dead = decode_records(records, decode=decode_soft_labels, ts=time.time())
+        for d in dead:
+            _log.warning("bad soft-label record dropped: %s", d.reason)
+        return self.apply_soft_label_values([s for _, s in decoded])
+
+    def apply_soft_label_values(self, labels: Sequence[SoftLabels]) -> int:
+        """Feed decoded soft labels to the Learner (users are added; unknown items -> -1)."""
+        for s in labels:
+            self.soft_labels[s.key] = s
+        groups: dict[tuple[int, bool, float, float], list[SoftLabels]] = {}
+        for s in labels:
+            key = (s.teacher_version, s.user is None, s.trained_until, s.temperature)
+            groups.setdefault(key, []).append(s)
+        n = 0
+        get = self._item_index.get
+        for (version, transition, trained_until, temperature), msgs in sorted(groups.items()):
+            width = max(len(m.items) for m in msgs)
+            keys: list[int] = []
+            items = np.full((len(msgs), width), -1, np.int64)
+            logits = np.full((len(msgs), width), -np.inf, np.float32)
+            for m in msgs:
+                if transition:
+                    key = get(m.after_item or "")
+                    if key is None:
+                        continue
+                else:
+                    key = self.users.add(m.user or "")
+                row = len(keys)
+                keys.append(key)
+                idx = np.fromiter((get(i, -1) for i in m.items), np.int64, len(m.items))
+                items[row, : len(idx)] = idx
+                logits[row, : len(idx)] = np.where(idx >= 0, m.logits, -np.inf)
+            if not keys:
+                continue
+            k = len(keys)
+            self.learner.apply_soft_labels(
+                IndexedSoftLabels(
+                    version=version,
+                    trained_until=trained_until,
+                    temperature=temperature,
+                    keys=np.asarray(keys, np.int64),
+                    items=items[:k],
+                    logits=logits[:k],
+                    transition=transition,
+                )
+            )
+            n += k
+        self.stats.soft_labels_applied += n
+        return n
+
+    # ----------------------------------------------------------------- items
+    def _item_indices(self, ids: list[str]) -> np.ndarray:
+        get = self._item_index.get
+        missing = list(dict.fromkeys(i for i in ids if get(i) is None))
+        if missing:
+            for item, idx in zip(missing, self.hub.allocate_ids("item", missing), strict=True):
+                self._item_index[item] = idx
+                if idx >= len(self._item_ids):
+                    self._item_ids.extend([""] * (idx + 1 - len(self._item_ids)))
+                self._item_ids[idx] = item
+        return np.fromiter((get(i) for i in ids), np.int64, len(ids))  # type: ignore[misc]
+
+    def _init_q(self, rows: np.ndarray) -> np.ndarray:
+        """Deterministic initial item vectors from global indices (equal in every process)."""
+        cfg = self.config.student
+        seed = 0 if cfg.seed is None else cfg.seed
+        out = np.empty((len(rows), cfg.dim), np.float32)
+        for j, r in enumerate(rows.tolist()):
+            out[j] = np.random.default_rng((seed, 7919, r)).standard_normal(cfg.dim)
+        return out * np.float32(cfg.init_std)
+
+    def _grow(self, n_users: int, n_items: int) -> None:
+        st = self.learner.student
+        st.grow(n_users, n_items)
+        cap = len(st.Q)
+        if cap > self._init_rows:
+            new = np.arange(self._init_rows, cap)
+            st.Q[new] = self._init_q_cache(cap)[new]
+            self._init_rows = cap
+        if len(self._base) < cap:
+            grown = np.zeros((cap, self._width), np.float32)
+            grown[: len(self._base)] = self._base
+            self._base = grown
+
+    def _pack(self, n: int) -> np.ndarray:
+        st = self.learner.student
+        d = self.config.student.dim
+        out = np.empty((n, self._width), np.float32)
+        out[:, :d] = st.Q[:n] - self._init_q_cache(n)
+        out[:, d : 2 * d] = st.C[:n]
+        out[:, 2 * d] = st.b[:n]
+        return out
+
+    def _init_q_cache(self, n: int) -> np.ndarray:
+        have = len(self._q0)
+        if have < n:
+            extra = self._init_q(np.arange(have, max(n, 2 * have)))
+            self._q0 = np.concatenate([self._q0, extra])
+        return self._q0[:n]
+
+    def sync_items(self) -> StoreBatch:
+        """Push local item changes since the last pull, pull the merged table.
+
+        Returns a store batch with the served item table (``item_ids``, ``item_vectors``,
+        ``item_bias``) for the caller to write along with its next batch.
+        """
+        st = self.learner.student
+        n_local = st.n_items
+        if n_local:
+            delta = self._pack(n_local) - self._base[:n_local]
+            rows = np.flatnonzero(np.any(delta != 0, axis=1))
+            if len(rows):
+                self.hub.push_item_deltas(rows, delta[rows])
+        ids, offsets = self.hub.pull_item_offsets()
+        n = len(ids)
+        for idx, item in enumerate(ids):
+            if item not in self._item_index:
+                self._item_index[item] = idx
+        self._item_ids = list(ids)
+        self._grow(len(self.users), n)
+        d = self.config.student.dim
+        if n and offsets.shape[1] == 0:  # ids allocated, nothing pushed yet
+            offsets = np.zeros((n, self._width), np.float32)
+        if n:
+            if offsets.shape[1] != self._width:
+                raise ServiceError(
+                    f"item hub rows have width {offsets.shape[1]}, expected {self._width} "
+                    f"(2 * dim + 1): another processor runs with another student dim"
+                )
+            st.Q[:n] = self._init_q_cache(n) + offsets[:, :d]
+            st.C[:n] = offsets[:, d : 2 * d]
+            st.b[:n] = offsets[:, 2 * d]
+            self._base[:n] = offsets
+        self._batches_since_sync = 0
+        self._last_sync = self._clock()
+        self._synced_once = True
+        self.stats.item_syncs += 1
+        if not n:
+            return StoreBatch()
+        pop = self.learner.counts.scores(n).astype(np.float32)
+        return StoreBatch(
+            item_ids=list(ids),
+            item_vectors=st.Q[:n].copy(),
+            item_bias=st.b[:n].copy(),
+            popularity=pop,
+        )
+
+    def _sync_due(self) -> bool:
+        return (
+            self._batches_since_sync >= self.config.sync_every_batches
+            or self._clock() - self._last_sync >= self.config.sync_every_s
+        )
+
+    # --------------------------------------------------------------- batches
+    def process(self, records: Sequence[RecordLike], now: float | None = None) -> BatchResult:
+        """Apply one micro-batch; returns what was learned, dead-lettered and skipped.
+
+        Records of partitions not assigned yet are assigned on the fly (their applied offset
+        read from the store first). Every record ends up learned, dead-lettered, or skipped as
+        a duplicate of an applied one.
+        """
+        topic = self.config.events_topic
+        now = time.time() if now is None else now
+        new_parts = {r.partition for r in records} - set(self._applied)
+        if new_parts:
+            self.assign(sorted(new_parts))
+        fresh = [r for r in records if r.offset >= self._applied[r.partition]]
+        result = BatchResult(skipped=len(records) - len(fresh))
+        self.stats.skipped_duplicates += result.skipped
+        self.stats.records += len(records)
+        if not fresh:
+            return result
+        decoded, dead = decode_event_records(fresh, now)
+        start = time.perf_counter()
+        try:
+            batch = self._learn([r for r, _ in decoded], [e for _, e in decoded])
+        except ServiceError:
+            raise  # the item hub is down: not the records' fault; the caller retries
+        except Exception as exc:  # a learning failure must not drop the batch silently
+            batch, dead = self._fail_batch(fresh, exc, now)
+            decoded = []
+        self.stats.seconds_learning += time.perf_counter() - start
+        if self._sync_due():
+            item_batch = self.sync_items()
+            batch.item_ids = item_batch.item_ids
+            batch.item_vectors = item_batch.item_vectors
+            batch.item_bias = item_batch.item_bias
+            batch.popularity = item_batch.popularity
+        learned_by_p: dict[int, int] = {}
+        for r, _ in decoded:
+            learned_by_p[r.partition] = learned_by_p.get(r.partition, 0) + 1
+        dead_by_p: dict[int, int] = {}
+        for d in dead:
+            p = int(d.partition or 0)
+            dead_by_p[p] = dead_by_p.get(p, 0) + 1
+        last: dict[int, int] = {}
+        for r in fresh:
+            last[r.partition] = max(last.get(r.partition, -1), r.offset)
+        for p, off in last.items():
+            batch.offsets[offset_key(topic, p)] = off + 1
+            batch.versions[learned_key(topic, p)] = self._learned[p] + learned_by_p.get(p, 0)
+            batch.versions[dead_key(topic, p)] = self._dead[p] + dead_by_p.get(p, 0)
+        if self._dead_letter is not None:
+            for d in dead:
+                self._dead_letter(d)
+        self._write(batch)
+        for p, off in last.items():
+            self._applied[p] = off + 1
+            self._learned[p] += learned_by_p.get(p, 0)
+            self._dead[p] += dead_by_p.get(p, 0)
+        self._batches_since_sync += 1
+        self.stats.batches += 1
+        self.stats.learned += len(decoded)
+        self.stats.dead_lettered += len(dead)
+        result.learned = len(decoded)
+        result.dead = dead
+        result.offsets = dict(batch.offsets)
+        return result
+
+    def _fail_batch(
+        self, records: Sequence[RecordLike], exc: BaseException, now: float
+    ) -> tuple[StoreBatch, list[DeadLetter]]:
+        _log.error("learning a batch of %d records failed; dead-lettering it: %r",
+                   len(records), exc)
+        self.stats.failed_batches += 1
+        dead = []
+        for r in records:
+            d = _dead_letter(r.value, RuntimeError(str(exc)), r.topic, r.partition, r.offset, now)
+            dead.append(d)
+        return StoreBatch(), dead
+
+    def _learn(self, records: Sequence[RecordLike], events: Sequence[Event]) -> StoreBatch:
+        if not events:
+            return StoreBatch()
+        users = self.users.add_many([e.user for e in events])
+        item_ids = [e.item for e in events]
+        items = self._item_indices(item_ids)
+        ts = np.fromiter((e.ts for e in events), np.float64, len(events))
+        w = np.fromiter((_signal(e) for e in events), np.float32, len(events))
+        self._grow(int(users.max()) + 1, max(int(items.max()) + 1, self.learner.student.n_items))
+        self.learner.learn_many(users, items, ts, w)
+        st = self.learner.student
+        uniq = np.unique(users)
+        last_ts: dict[str, float] = {}
+        seen: dict[str, list[str]] = {}
+        uid = self.users.ids
+        for e in events:
+            seen.setdefault(e.user, []).append(e.item)
+            prior = last_ts.get(e.user)
+            if prior is None or e.ts > prior:
+                last_ts[e.user] = e.ts
+        q = st.query_vectors(uniq, st.hist[uniq])
+        return StoreBatch(
+            user_vectors={uid[u]: q[j] for j, u in enumerate(uniq.tolist())},
+            seen=seen,
+            last_event_ts=last_ts,
+            versions={"student": st.step},
+        )
+
+    def _write(self, batch: StoreBatch) -> None:
+        attempt = 0
+        delay = self.config.retry_backoff_s
+        start = time.perf_counter()
+        while True:
+            try:
+                self.store.write_batch(batch)
+                break
+            except ServiceError as exc:
+                attempt += 1
+                self.stats.write_retries += 1
+                limit = self.config.write_retries
+                if limit and attempt >= limit:
+                    raise ServiceError(
+                        f"store write failed {attempt} times; last error: {exc}"
+                    ) from exc
+                _log.warning("store write failed (attempt %d), retrying in %.1fs: %s",
+                             attempt, delay, exc)
+                self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.stats.seconds_writing += time.perf_counter() - start
+
+    # ---------------------------------------------------------------- counts
+    def counts(self) -> dict[int, tuple[int, int, int]]:
+        """``{partition: (applied offset, learned, dead-lettered)}`` of assigned partitions."""
+        return {p: (self._applied[p], self._learned[p], self._dead[p]) for p in self._applied}
+
+
+def store_counts(store: Store, topic: str, partitions: Iterable[int]) -> dict[str, int]:
+    """Durable totals over ``partitions``: ``{"applied", "learned", "dead"}``.
+
+    ``applied == learned + dead`` when every record was accounted for (offsets start at 0).
+    """
+    versions = store.versions()
+    out = {"applied": 0, "learned": 0, "dead": 0}
+    for p in partitions:
+        out["applied"] += store.applied_offset(topic, p) or 0
+        out["learned"] += versions.get(learned_key(topic, p), 0)
+        out["dead"] += versions.get(dead_key(topic, p), 0)
+    return out
+
+
+__all__ = [
+    "BatchResult",
+    "ItemHub",
+    "LocalItemHub",
+    "ProcessorConfig",
+    "ProcessorCore",
+    "ProcessorStats",
+    "dead_key",
+    "learned_key",
+    "store_counts",
+]

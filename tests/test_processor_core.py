@@ -1,0 +1,304 @@
+"""The processor core without a broker: offsets, dedupe, retries, DLQ, soft labels, item merge."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kdstream.errors import ServiceError
+from kdstream.online import LearnerConfig
+from kdstream.stream import MemoryStore, Record, SoftLabels, StoreBatch, partition_for_key
+from kdstream.stream._codec import decode_records
+from kdstream.stream._processor import (
+    LocalItemHub,
+    ProcessorConfig,
+    ProcessorCore,
+    decode_event_records,
+    store_counts,
+)
+from kdstream.student import StudentConfig
+
+TOPIC = "kd.events"
+
+
+def _config(**kw: object) -> ProcessorConfig:
+    base: dict[str, object] = {
+        "student": StudentConfig(dim=8, n_negatives=16, seed=0),
+        "learner": LearnerConfig(seed=0),
+        "retry_backoff_s": 0.0,
+    }
+    base.update(kw)
+    return ProcessorConfig(**base)  # type: ignore[arg-type]
+
+
+def _event(user: str, item: str, ts: float, kind: str = "click") -> bytes:
+    return json.dumps({"user": user, "item": item, "type": kind, "ts": ts}).encode()
+
+
+def _records(values: list[bytes], partition: int = 0, start: int = 0) -> list[Record]:
+    return [Record(TOPIC, partition, start + i, None, v, 0.0) for i, v in enumerate(values)]
+
+
+def test_batch_learns_dead_letters_and_writes_offsets_and_counters() -> None:
+    store = MemoryStore()
+    dead: list[object] = []
+    core = ProcessorCore(store, _config(), dead_letter=dead.append)
+    values = [_event("u1", "i1", 1.0), b"not json", _event("u2", "i2", 2.0), b'{"user":"u3"}']
+    result = core.process(_records(values))
+    assert result.learned == 2
+    assert [d.offset for d in result.dead] == [1, 3]
+    assert "JSON" in result.dead[0].reason and result.dead[1].field == "item"
+    assert len(dead) == 2
+    assert store.applied_offset(TOPIC, 0) == 4
+    assert store_counts(store, TOPIC, [0]) == {"applied": 4, "learned": 2, "dead": 2}
+    assert store.user_vector("u1") is not None and store.user_vector("u2") is not None
+    assert store.seen("u1") == {"i1"}
+
+
+def test_redelivered_records_are_skipped_not_relearned() -> None:
+    store = MemoryStore()
+    core = ProcessorCore(store, _config())
+    recs = _records([_event("u1", f"i{i}", float(i)) for i in range(10)])
+    core.process(recs[:6])
+    step = core.learner.student.step
+    again = core.process(recs)  # a re-delivery overlapping the applied prefix
+    assert again.skipped == 6 and again.learned == 4
+    assert core.learner.events_learned == 10
+    assert core.learner.student.step == step + 1
+    assert core.stats.skipped_duplicates == 6
+    assert store_counts(store, TOPIC, [0])["learned"] == 10
+
+
+def test_a_restarted_core_resumes_from_the_store() -> None:
+    store = MemoryStore()
+    recs = _records([_event(f"u{i % 3}", f"i{i}", float(i)) for i in range(20)])
+    first = ProcessorCore(store, _config())
+    first.process(recs[:12])
+    # "crash": a new core (fresh model) is handed the whole partition again from offset 0
+    second = ProcessorCore(store, _config())
+    assert second.assign([0]) == {0: 12}
+    result = second.process(recs)
+    assert result.skipped == 12 and result.learned == 8
+    assert store_counts(store, TOPIC, [0]) == {"applied": 20, "learned": 20, "dead": 0}
+
+
+class _FlakyStore(MemoryStore):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.writes = 0
+
+    def write_batch(self, batch: StoreBatch) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ServiceError("store down")
+        self.writes += 1
+        super().write_batch(batch)
+
+
+def test_failed_store_writes_are_retried_without_relearning() -> None:
+    store = _FlakyStore(failures=2)
+    sleeps: list[float] = []
+    core = ProcessorCore(store, _config(retry_backoff_s=0.1), sleep=sleeps.append)
+    core.process(_records([_event("u1", "i1", 1.0), _event("u1", "i2", 2.0)]))
+    assert sleeps == [0.1, 0.2]  # exponential backoff
+    assert core.learner.student.step == 1 and store.writes == 1
+    assert store_counts(store, TOPIC, [0])["learned"] == 2
+
+
+def test_a_store_that_stays_down_raises_and_applies_nothing() -> None:
+    store = _FlakyStore(failures=100)
+    core = ProcessorCore(store, _config(write_retries=3), sleep=lambda _s: None)
+    with pytest.raises(ServiceError, match="3 times"):
+        core.process(_records([_event("u1", "i1", 1.0)]))
+    assert store.applied_offset(TOPIC, 0) is None
+    assert core.applied(0) == 0  # the batch is not marked applied: a restart redoes it
+
+
+def test_a_batch_whose_learning_fails_is_dead_lettered_explicitly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MemoryStore()
+    core = ProcessorCore(store, _config())
+
+    def boom(*_a: object) -> None:
+        raise FloatingPointError("nan in gradients")
+
+    monkeypatch.setattr(core.learner, "learn_many", boom)
+    result = core.process(_records([_event("u1", "i1", 1.0), _event("u2", "i1", 2.0)]))
+    assert result.learned == 0 and len(result.dead) == 2
+    assert all("nan in gradients" in d.reason for d in result.dead)
+    assert store_counts(store, TOPIC, [0]) == {"applied": 2, "learned": 0, "dead": 2}
+
+
+def test_soft_labels_move_the_users_ranking_toward_the_teacher() -> None:
+    rng = np.random.default_rng(0)
+    events = [
+        _event(f"u{rng.integers(20)}", f"i{rng.integers(50)}", 1000.0 + n) for n in range(2000)
+    ]
+    target = ("i41", "i42", "i43")
+
+    def run(with_labels: bool) -> list[str]:
+        store = MemoryStore()
+        core = ProcessorCore(store, _config(sync_every_batches=1))
+        core.process(_records(events[:200]))
+        if with_labels:
+            labels = SoftLabels(target, (6.0, 5.5, 5.0), 1.0, 1, 1000.0, user="u7")
+            assert core.apply_soft_label_values([labels]) == 1
+        for start in range(200, 2000, 200):
+            core.process(_records(events[start : start + 200], start=start))
+        ids, _ = store.recommend("u7", 50, exclude_seen=False)
+        return ids
+
+    with_kd, without = run(True), run(False)
+    rank = lambda ids: sum(ids.index(t) for t in target) / len(target)  # noqa: E731
+    assert with_kd[0] == "i41" and without[0] != "i41"  # the teacher's favourite comes first
+    assert rank(with_kd) < rank(without)
+
+
+def test_soft_label_records_are_decoded_and_kept_per_key() -> None:
+    core = ProcessorCore(MemoryStore(), _config())
+    core.process(_records([_event("u1", "i1", 1.0), _event("u1", "i2", 2.0)]))
+    good = SoftLabels(("i2", "i1"), (2.0, 1.0), 2.0, 3, 2.0, user="u1")
+    from kdstream.stream import encode_soft_labels
+
+    recs = [
+        Record("kd.soft-labels", 0, 0, b"u1", encode_soft_labels(good), 0.0),
+        Record("kd.soft-labels", 0, 1, b"u1", b"{bad", 0.0),
+    ]
+    assert core.apply_soft_labels(recs) == 1
+    assert core.soft_labels["u1"] == good
+    assert core.learner.teacher_version == 3
+
+
+def test_item_deltas_of_two_processors_add_up_in_the_hub() -> None:
+    hub = LocalItemHub()
+    a = ProcessorCore(MemoryStore(), _config(), hub=hub)
+    b = ProcessorCore(MemoryStore(), _config(), hub=hub)
+    a.process(_records([_event("u1", "i1", 1.0)]))
+    b.process(_records([_event("u2", "i1", 1.0)], partition=1))
+    qa = a.learner.student.Q[0].copy()
+    qb = b.learner.student.Q[0].copy()
+    a.sync_items()
+    b.sync_items()
+    ids, merged = hub.pull_item_offsets()
+    init = a._init_q_cache(1)[0]  # the same deterministic init in every process
+    np.testing.assert_allclose(
+        merged[0, :8], (qa - init) + (qb - init), rtol=1e-5, atol=1e-6
+    )
+    assert ids[0] == "i1"
+    np.testing.assert_allclose(b.learner.student.Q[0], init + merged[0, :8], rtol=1e-6)
+
+
+def _synthetic(n: int, n_users: int, n_items: int, seed: int) -> list[tuple[str, str, float]]:
+    """Users with a taste cluster: each prefers one of 8 item groups (learnable structure)."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(8, size=n_users)
+    out = []
+    for t in range(n):
+        u = int(rng.integers(n_users))
+        g = group[u] if rng.random() < 0.8 else rng.integers(8)
+        item = int(g * (n_items // 8) + rng.integers(n_items // 8))
+        out.append((f"u{u}", f"i{item}", 1000.0 + t))
+    return out
+
+
+def _hit_rate(store: MemoryStore, heldout: list[tuple[str, str, float]]) -> float:
+    hits = 0
+    for user, item, _ in heldout:
+        ids, _ = store.recommend(user, 10, exclude_seen=False)
+        hits += item in ids
+    return hits / len(heldout)
+
+
+def test_two_processors_reach_the_quality_of_one() -> None:
+    data = _synthetic(24_000, 300, 160, seed=1)
+    train, heldout = data[:22_000], data[22_000:]
+    partitions = 2
+
+    def run(n_proc: int) -> float:
+        hub = LocalItemHub()
+        store = MemoryStore()
+        cores = [
+            ProcessorCore(store, _config(sync_every_batches=5), hub=hub) for _ in range(n_proc)
+        ]
+        offsets = [0] * partitions
+        for start in range(0, len(train), 500):
+            by_part: dict[int, list[Record]] = {}
+            for user, item, ts in train[start : start + 500]:
+                p = partition_for_key(user.encode(), partitions)
+                rec = Record(TOPIC, p, offsets[p], None, _event(user, item, ts), 0.0)
+                offsets[p] += 1
+                by_part.setdefault(p, []).append(rec)
+            for p, recs in sorted(by_part.items()):
+                cores[p % n_proc].process(recs)
+        for core in cores:  # final sync, then publish the merged item table
+            store.write_batch(core.sync_items())
+        store.write_batch(cores[0].sync_items())
+        assert store_counts(store, TOPIC, range(partitions))["learned"] == len(train)
+        return _hit_rate(store, heldout)
+
+    one, two = run(1), run(2)
+    assert one > 0.25, one  # well above random (10 of 160 items: 0.06)
+    assert two >= 0.9 * one, (one, two)
+    print(f"HR@10 one processor {one:.3f}, two processors {two:.3f}")
+
+
+_TRICKY = [
+    b'{"user":"u","item":"i","ts":1}',
+    b'{"user":"u","item":"i","ts":1,"user":"v"}',
+    b'{"user":"u","item":"i","type":"Click","ts":1}',
+    b'{"user":"u","item":"i","type":"rating","ts":1}',
+    b'{"user":"u","item":"i","type":"rating","ts":1,"value":2}',
+    b'{"user":"u","item":"i","ts":"2023-11-14T22:13:20Z"}',
+    b'{"user":1,"item":2.0,"ts":1}',
+    b'{"user":"","item":"i","ts":1}',
+    b'{"user":"u\\u0000","item":"i","ts":1}',
+    b'{"user":"u","item":"i","ts":1e12}',
+    b'{"user":"u","item":"i","ts":true}',
+    b'{"user":"u","item":"i","ts":1,"v":2}',
+    b'{"user":"u","item":"i","ts":1,"v":true}',
+    b'{"user":"u","item":"i","ts":1,"extra":1}',
+    b'{"user":"u","item":"i","ts":NaN}',
+    b'{"user":"u","item":"i","ts":1,"value":null}',
+    b'{"user":"u","item":"i","ts":1},{"user":"v","item":"j","ts":2}',
+    b"[1]",
+    b"\xff",
+    b"",
+    b'{"user":"u\\"","item":"i","ts":1}',
+]
+
+
+def _strict(values: list[bytes]) -> tuple[list[object], list[tuple[int | None, str]]]:
+    good, dead = decode_records(_records(values), ts=5.0)
+    return [e for _, e in good], [(d.offset, d.reason) for d in dead]
+
+
+def _fast(values: list[bytes]) -> tuple[list[object], list[tuple[int | None, str]]]:
+    good, dead = decode_event_records(_records(values), 5.0)
+    return [e for _, e in good], [(d.offset, d.reason) for d in dead]
+
+
+def test_bulk_decoding_equals_strict_decoding_on_tricky_records() -> None:
+    assert _fast(_TRICKY) == _strict(_TRICKY)
+    for raw in _TRICKY:
+        assert _fast([raw, _TRICKY[0]]) == _strict([raw, _TRICKY[0]])
+
+
+_pieces = st.sampled_from(
+    [b'"user":"u"', b'"item":"i"', b'"ts":1', b'"ts":2.5', b'"type":"view"', b'"type":"Skip"',
+     b'"value":3', b'"user":7', b'"v":1', b'"x":1', b'"item":""', b'"ts":-1', b"}", b"{", b'"']
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.lists(_pieces, max_size=6), min_size=1, max_size=5))
+def test_bulk_decoding_equals_strict_decoding_on_generated_records(
+    parts: list[list[bytes]],
+) -> None:
+    values = [b"{" + b",".join(p) + b"}" for p in parts]
+    assert _fast(values) == _strict(values)
