@@ -78,10 +78,11 @@ class StudentVariant:
 
 
 class TeacherVariant:
-    """The teacher's last published per-user soft labels, used as the recommendation.
+    """The teacher's last published soft labels, used as the recommendation.
 
-    Items in a user's labels rank first, by logit; every other item (and every user without
-    labels yet) falls back to all-time popularity, so the variant is a complete ranking.
+    First the teacher's next items after the user's most recent item (item-keyed transition
+    labels), then its per-user labels from the last refresh, each by logit; every other item (and
+    every user without labels yet) falls back to all-time popularity, so the ranking is complete.
     """
 
     sampled_only = False
@@ -89,29 +90,57 @@ class TeacherVariant:
     def __init__(self, name: str = "teacher") -> None:
         self.name = name
         self.labels = _LabelTable()
+        self.transitions = _LabelTable()
         self.popularity = Popularity()
+        self._last_item = np.full(0, -1, np.int64)
+
+    def _last_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Each event's previous item of the same user (earlier in the batch, else stored)."""
+        n = len(users)
+        last = np.full(n, -1, np.int64)
+        known = users < len(self._last_item)
+        last[known] = self._last_item[users[known]]
+        order = np.argsort(users, kind="stable")
+        su = users[order]
+        same = np.zeros(n, bool)
+        same[1:] = su[1:] == su[:-1]
+        prev = np.empty(n, np.int64)
+        prev[order[1:]] = items[order[:-1]]
+        last[order[same]] = prev[order[same]]
+        return last
 
     def scores(self, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
         pop = self.popularity.scores(n_items)
-        base = pop / (pop.max() + 1.0)  # in [0, 1)
-        out = np.repeat(base[None, :], len(users), axis=0)
-        rows = np.flatnonzero(self.labels.lookup(users))
-        if len(rows):
-            cand = self.labels.items[users[rows]]
-            logit = self.labels.logits[users[rows]]
+        out = np.repeat((pop / (pop.max() + 1.0))[None, :], len(users), axis=0)  # in [0, 1)
+        # later layers overwrite earlier ones: user labels, then transitions on top
+        for table, keys, offset in (
+            (self.labels, users, 2.0),
+            (self.transitions, self._last_items(users, items), 4.0),
+        ):
+            rows = np.flatnonzero((keys >= 0) & table.lookup(np.maximum(keys, 0)))
+            if not len(rows):
+                continue
+            cand = table.items[keys[rows]]
+            logit = table.logits[keys[rows]]
             ok = (cand >= 0) & (cand < n_items) & np.isfinite(logit)
             r = np.repeat(rows, cand.shape[1]).reshape(cand.shape)
-            # logits shifted above every popularity score, order kept
             lo = np.where(ok, logit, np.inf).min(axis=1, keepdims=True)
-            out[r[ok], cand[ok]] = 2.0 + (logit - lo)[ok]
+            hi = np.where(ok, logit, -np.inf).max(axis=1, keepdims=True)
+            norm = (logit - lo) / np.maximum(hi - lo, 1e-9)  # in [0, 1], order kept
+            out[r[ok], cand[ok]] = offset + norm[ok]
         return out
 
     def learn_many(self, users, items, ts, weights) -> None:  # type: ignore[no-untyped-def]
         self.popularity.learn_many(items, (weights > 0).astype(np.float64), ts)
+        if len(users) and int(users.max()) >= len(self._last_item):
+            grown = np.full(max(int(users.max()) + 1, 2 * len(self._last_item)), -1, np.int64)
+            grown[: len(self._last_item)] = self._last_item
+            self._last_item = grown
+        self._last_item[users] = items  # fancy assignment: the last event of a user wins
 
     def apply_soft_labels(self, labels: IndexedSoftLabels) -> None:
-        if not labels.transition and len(labels.keys):
-            self.labels.put(labels)
+        if len(labels.keys):
+            (self.transitions if labels.transition else self.labels).put(labels)
 
 
 @dataclass

@@ -81,6 +81,20 @@ def _segment_sum(inverse: np.ndarray, grads: np.ndarray, n: int) -> np.ndarray:
     return out.reshape(n, d)
 
 
+def _hits(items: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) pairs where ``negatives[column] == items[row]``, without a (B, S) compare."""
+    order = np.argsort(negatives, kind="stable")
+    sneg = negatives[order]
+    lo = np.searchsorted(sneg, items, side="left")
+    hi = np.searchsorted(sneg, items, side="right")
+    counts = hi - lo
+    rows = np.repeat(np.arange(len(items)), counts)
+    if len(rows) == 0:
+        return rows, rows
+    offsets = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return rows, order[np.repeat(lo, counts) + offsets]
+
+
 def _kd_logit_grad(
     zs: np.ndarray, teacher: np.ndarray, temperature: np.ndarray, rest: int = 0
 ) -> np.ndarray:
@@ -159,8 +173,10 @@ class Student:
             self.gP = np.concatenate([self.gP, np.zeros(extra, np.float32)])
             pad = np.full((extra, self.config.context_len), -1, np.int32)
             self.hist = np.concatenate([self.hist, pad])
-        if n_items > len(self.Q):
-            cap = max(n_items, 2 * len(self.Q), 64)
+        # Capacity stays above n_items: the spare last row of C is a zero vector that -1
+        # (padding) in a context indexes, so contexts need no mask.
+        if n_items >= len(self.Q):
+            cap = max(n_items + 1, 2 * len(self.Q), 64)
             extra = cap - len(self.Q)
             new_q = self._rng.standard_normal((extra, self.config.dim)) * self.config.init_std
             self.Q = np.concatenate([self.Q, new_q.astype(np.float32)])
@@ -216,9 +232,8 @@ class Student:
         """(B, d) query vectors p_u + mean of the context vectors (padding ignored)."""
         h = self.P[users].copy()
         if contexts.shape[1]:
-            valid = contexts >= 0
-            counts = valid.sum(axis=1, keepdims=True)
-            csum = (self.C[np.maximum(contexts, 0)] * valid[:, :, None]).sum(axis=1)
+            counts = (contexts >= 0).sum(axis=1, keepdims=True)
+            csum = self.C[contexts].sum(axis=1)  # -1 reads the zero spare row
             h += csum / np.maximum(counts, 1)
         return h
 
@@ -340,20 +355,25 @@ class Student:
 
         if positive.any() and len(negatives):
             q_neg = self.Q[negatives]
-            z_neg = h @ q_neg.T + self.b[negatives]
+            neg_shift = self.b[negatives]
             z_p = z_pos.copy()
             if cfg.logq_correction and neg_logq is not None and pos_logq is not None:
-                z_neg -= np.asarray(neg_logq, np.float32)[None, :]
+                neg_shift = neg_shift - np.asarray(neg_logq, np.float32)
                 z_p -= np.asarray(pos_logq, np.float32)
-            # A sampled negative equal to the positive is not a negative.
-            z_neg[negatives[None, :] == items[:, None]] = -np.inf
+            z_neg = h @ q_neg.T
+            z_neg += neg_shift
+            # A sampled negative equal to the event's positive is not a negative.
+            hit_rows, hit_cols = _hits(items, negatives)
+            z_neg[hit_rows, hit_cols] = -np.inf
             m = np.maximum(z_neg.max(axis=1), z_p)
-            e_neg = np.exp(z_neg - m[:, None])
+            z_neg -= m[:, None]
+            e_neg = np.exp(z_neg, out=z_neg)
             e_pos = np.exp(z_p - m)
             denom = e_pos + e_neg.sum(axis=1)
             scale = (hard_w * positive).astype(np.float32)
             dz_pos = np.where(positive, (e_pos / denom - 1.0) * scale, 0.0).astype(np.float32)
-            dz_neg = (e_neg / denom[:, None] * scale[:, None]).astype(np.float32)
+            e_neg *= (scale / denom)[:, None]
+            dz_neg = e_neg
             dh += dz_neg @ q_neg
             d_q_rows.append((negatives, dz_neg.T @ h))
             d_b_rows.append((negatives, dz_neg.sum(axis=0)))
@@ -385,8 +405,8 @@ class Student:
         if contexts.shape[1]:
             valid = contexts >= 0
             counts = np.maximum(valid.sum(axis=1), 1).astype(np.float32)
-            per = (dh / counts[:, None])[:, None, :] * valid[:, :, None]
-            d_c_rows.append((np.maximum(contexts, 0).ravel(), per.reshape(-1, cfg.dim)))
+            ev, slot = np.nonzero(valid)
+            d_c_rows.append((contexts[ev, slot], dh[ev] / counts[ev, None]))
 
         return Gradients(p=[(users, dh)], q=d_q_rows, c=d_c_rows, b=d_b_rows)
 

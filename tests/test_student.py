@@ -72,6 +72,7 @@ def setup():
     st.P = st.P.astype(np.float64)
     st.Q = st.Q.astype(np.float64)
     st.C = (rng.standard_normal(st.C.shape) * 0.3).astype(np.float64)
+    st.C[-1] = 0.0  # the spare row that padding (-1) reads stays zero
     st.b = (rng.standard_normal(st.b.shape) * 0.1).astype(np.float64)
     st.hist[:4, :] = np.array([[-1, -1, 2], [3, 4, 5], [-1, -1, -1], [-1, 7, 1]])
     users = np.array([0, 1, 0, 2, 3, 1])
