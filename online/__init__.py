@@ -12,6 +12,7 @@ from ._prequential import (
     TeacherVariant,
     Variant,
 )
+from ._river import RiverMFVariant
 from ._vocab import Vocab
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Prequential",
     "PrequentialReport",
     "RankingMetrics",
+    "RiverMFVariant",
     "StudentVariant",
     "TeacherVariant",
     "Variant",

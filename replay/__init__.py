@@ -1,6 +1,7 @@
 """Log readers, the synthetic stream generator and replay into a broker."""
 
 from ._columns import EventColumns
+from ._evaluate import EvaluationRun, evaluate, evaluation_config
 from ._progress import Progress
 from ._readers import (
     FORMATS,
@@ -20,6 +21,7 @@ __all__ = [
     "RETAIL_TYPE_MAP",
     "TIME_UNITS",
     "CsvSpec",
+    "EvaluationRun",
     "EventColumns",
     "Producer",
     "Progress",
@@ -27,6 +29,8 @@ __all__ = [
     "ReplayReport",
     "SyntheticConfig",
     "detect_format",
+    "evaluate",
+    "evaluation_config",
     "generate",
     "generate_events",
     "iter_events",
