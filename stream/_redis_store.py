@@ -9,6 +9,7 @@ Keys, all under ``<namespace>:`` (the namespace allows no ``:``, so two never co
     versions           hash  model versions, e.g. student, teacher
     pop                str   popularity, float32 blob aligned with the item index
     item:ids           list  item ids in index order (the id -> index map's inverse)
+    item:idblob        str   the same ids, each followed by "\\n": one GET for readers
     item:index         hash  item id -> index
     item:vec           str   item table, row-major float32 blob (rows beyond its end read as 0)
     item:bias          str   item bias, float32 blob (missing tail reads as 0)
@@ -72,7 +73,7 @@ end
 return 1
 """
 
-# KEYS: ids list, index hash[, meta hash]; ARGV: ids. Returns the index of every id.
+# KEYS: ids list, index hash[, meta hash, id blob]; ARGV: ids. Returns every id's index.
 _ALLOCATE_LUA = """
 local out = {}
 local created = 0
@@ -83,6 +84,7 @@ for i, id in ipairs(ARGV) do
   else
     local n = redis.call('RPUSH', KEYS[1], id) - 1
     redis.call('HSET', KEYS[2], id, n)
+    if #KEYS >= 4 then redis.call('APPEND', KEYS[4], id .. '\\n') end
     out[i] = n
     created = created + 1
   end
@@ -142,6 +144,31 @@ end
 redis.call('HSETNX', KEYS[3], 'd', d)
 return redis.call('HINCRBY', KEYS[3], 'version', 1)
 """
+
+
+# KEYS: one set per user; ARGV: count1, items..., count2, items...: SADD each group.
+_ADD_SEEN_LUA = """
+local pos = 1
+for i = 1, #KEYS do
+  local count = tonumber(ARGV[pos])
+  redis.call('SADD', KEYS[i], unpack(ARGV, pos + 1, pos + count))
+  pos = pos + count + 1
+end
+return 1
+"""
+
+
+def _split_ids(blob: bytes | None) -> list[str]:
+    """Ids of an ``item:idblob`` (each followed by a newline)."""
+    if not blob:
+        return []
+    return blob.decode().split("\n")[:-1]
+
+
+def _check_ids(ids: Sequence[str], name: str) -> None:
+    for i in ids:
+        if "\n" in i or not i:
+            raise ConfigError(f"{name}: ids must be non-empty and have no newline, got {i!r}")
 
 
 def mask_url(url: str) -> str:
@@ -270,6 +297,7 @@ class RedisStore:
         self._max_fields = client.register_script(_MAX_FIELDS_LUA)
         self._allocate = client.register_script(_ALLOCATE_LUA)
         self._add_deltas = client.register_script(_ADD_DELTAS_LUA)
+        self._add_seen = client.register_script(_ADD_SEEN_LUA)
         # (version, ids, vectors, bias, id -> index); replaced whole, so reads need no lock
         self._cache: tuple[int, list[str], FloatArray, FloatArray, dict[str, int]] | None = None
         self._cache_lock = threading.Lock()
@@ -356,8 +384,10 @@ class RedisStore:
             batch.popularity, "popularity", 1
         )
         ids = None if batch.item_ids is None else [str(i) for i in batch.item_ids]
-        if ids is not None and len(set(ids)) != len(ids):
-            raise ConfigError("item_ids: expected unique ids")
+        if ids is not None:
+            if len(set(ids)) != len(ids):
+                raise ConfigError("item_ids: expected unique ids")
+            _check_ids(ids, "item_ids")
         offsets: list[str] = []
         for key, offset in batch.offsets.items():
             parse_offset_key(key)
@@ -484,7 +514,7 @@ class RedisStore:
             if cache is not None and current is not None and cache[0] == int(current):
                 stored = cache[1]
             else:
-                stored = [b.decode() for b in pipe.lrange(self._k("item", "ids"), 0, -1)]
+                stored = _split_ids(pipe.get(self._k("item", "idblob")))
             if stored == ids[:n_cur]:
                 return False, n_cur, ids[n_cur:]
         return True, 0, ids
@@ -504,10 +534,11 @@ class RedisStore:
         if "ids" in plan:
             rewrite, start, new = plan["ids"]
             if rewrite:
-                pipe.delete(k("item", "ids"), k("item", "index"))
+                pipe.delete(k("item", "ids"), k("item", "index"), k("item", "idblob"))
                 item_changed = True
             if new:
                 pipe.rpush(k("item", "ids"), *new)
+                pipe.append(k("item", "idblob"), "".join(f"{i}\n" for i in new))
                 pipe.hset(k("item", "index"), mapping={i: start + j for j, i in enumerate(new)})
                 item_changed = True
         if plan.get("vectors") is not None:
@@ -524,9 +555,15 @@ class RedisStore:
             pipe.set(k("pop"), plan["popularity"].tobytes())
         if users:
             pipe.hset(k("uvec"), mapping={u: v.tobytes() for u, v in users.items()})
+        seen_keys, seen_args = [], []
         for user, items in seen.items():
             if items:
-                pipe.sadd(k("seen", str(user)), *[str(i) for i in items])
+                seen_keys.append(k("seen", str(user)))
+                seen_args += [len(items), *(str(i) for i in items)]
+        if seen_keys:
+            # one command instead of one SADD per user: client-side packing and reply
+            # parsing dominate a batch's cost
+            self._add_seen(keys=seen_keys, args=seen_args, client=pipe)
         if stamps:
             self._max_fields(keys=[k("lastts")], args=stamps, client=pipe)
         if offsets:
@@ -538,7 +575,12 @@ class RedisStore:
 
     def _id_keys(self, kind: str) -> list[str]:
         if kind == "item":
-            return [self._k("item", "ids"), self._k("item", "index"), self._k("item", "meta")]
+            return [
+                self._k("item", "ids"),
+                self._k("item", "index"),
+                self._k("item", "meta"),
+                self._k("item", "idblob"),
+            ]
         if kind == "user":
             return [self._k("user", "ids"), self._k("user", "index")]
         raise ConfigError(f"kind: expected 'user' or 'item', got {kind!r}")
@@ -553,6 +595,7 @@ class RedisStore:
         args = [str(i) for i in ids]
         if not args:
             return []
+        _check_ids(args, "ids")
         with self._errors(f"allocate_ids({kind})"):
             return [int(i) for i in self._allocate(keys=keys, args=args)]
 
@@ -657,11 +700,11 @@ class RedisStore:
             # one MULTI/EXEC: ids, vectors, bias and version of the same moment
             pipe.hget(k("item", "meta"), "version")
             pipe.hget(k("item", "meta"), "d")
-            pipe.lrange(k("item", "ids"), 0, -1)
+            pipe.get(k("item", "idblob"))
             pipe.get(k("item", "vec"))
             pipe.get(k("item", "bias"))
             raw_version, raw_d, raw_ids, vec_blob, bias_blob = pipe.execute()
-        ids = [b.decode() for b in raw_ids]
+        ids = _split_ids(raw_ids)
         n = len(ids)
         if raw_d is None:
             if n:
