@@ -374,6 +374,8 @@ class ProcessorCore:
         self._item_ids: list[str] = []  # global index -> id, as far as known here
         self.stats = ProcessorStats()
         self._dead_letter = dead_letter
+        #: called after a batch's dead letters were handed to ``dead_letter``, before its write
+        self.flush_dead_letters: Callable[[], None] | None = None
         self._clock = clock
         self._sleep = sleep
         self._applied: dict[int, int] = {}
@@ -626,9 +628,11 @@ class ProcessorCore:
             batch.offsets[offset_key(topic, p)] = off + 1
             batch.versions[learned_key(topic, p)] = self._learned[p] + learned_by_p.get(p, 0)
             batch.versions[dead_key(topic, p)] = self._dead[p] + dead_by_p.get(p, 0)
-        if self._dead_letter is not None:
+        if self._dead_letter is not None and dead:
             for d in dead:
                 self._dead_letter(d)
+            if self.flush_dead_letters is not None:
+                self.flush_dead_letters()  # durable in the DLQ before marked applied
         self._write(batch)
         for p, off in last.items():
             self._applied[p] = off + 1
@@ -711,6 +715,205 @@ class ProcessorCore:
         return {p: (self._applied[p], self._learned[p], self._dead[p]) for p in self._applied}
 
 
+class StoreItemHub:
+    """:class:`ItemHub` on a store with ``allocate_ids`` / ``push_item_deltas`` /
+    ``pull_items`` (``RedisStore``), in its own namespace: the hub's table holds learned
+    offsets ``[Q - init | C]`` with the biases, while the serving namespace holds real vectors.
+    """
+
+    def __init__(self, store: object, dim: int) -> None:
+        self.store = store
+        self.dim = dim
+
+    def allocate_ids(self, kind: str, ids: Sequence[str]) -> list[int]:
+        return list(self.store.allocate_ids(kind, list(ids)))  # type: ignore[attr-defined]
+
+    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
+        w = 2 * self.dim
+        self.store.push_item_deltas(  # type: ignore[attr-defined]
+            np.asarray(rows, np.int64), np.ascontiguousarray(deltas[:, :w]),
+            np.ascontiguousarray(deltas[:, w])
+        )
+
+    def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:
+        ids, vectors, bias, _version = self.store.pull_items()  # type: ignore[attr-defined]
+        n = len(ids)
+        out = np.zeros((n, 2 * self.dim + 1), np.float32)
+        if vectors.size:
+            out[: vectors.shape[0], : vectors.shape[1]] = vectors
+        if bias.size:
+            out[: len(bias), 2 * self.dim] = bias
+        return ids, out
+
+
+class KafkaProcessorLoop:
+    """The processor as a kafka-python consumer loop with manual commits.
+
+    One consumer in group ``group`` reads the events topic in micro-batches of ``batch_size``;
+    partitions handed over in a rebalance are sought to the store's applied offset (the store,
+    not Kafka's committed offset, is the truth; Kafka's commit, made after each store write,
+    only saves a re-read). A second, group-less consumer reads the whole compacted soft-label
+    topic from the start. Dead letters are produced and flushed before the batch's store write.
+
+    Parameters
+    ----------
+    bootstrap
+        ``host:port`` or ``kafka://host:port``.
+    core
+        The :class:`ProcessorCore` to feed.
+    group
+        Consumer group shared by every processor.
+    batch_size
+        Records per micro-batch (``max_poll_records``).
+    producer
+        For dead letters: an object with ``send(topic, value, key=...)`` and ``flush()``
+        (default: a :class:`~kdstream.stream._kafka_producer.KafkaEventProducer`).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        core: ProcessorCore,
+        *,
+        group: str = "kd-processor",
+        batch_size: int = 1000,
+        poll_timeout_ms: int = 200,
+        producer: object | None = None,
+    ) -> None:
+        from kafka import KafkaConsumer
+
+        from ._kafka_admin import bootstrap_servers
+        from ._kafka_producer import KafkaEventProducer
+
+        self.core = core
+        self.config = core.config
+        self.batch_size = batch_size
+        self.poll_timeout_ms = poll_timeout_ms
+        servers = bootstrap_servers(bootstrap)
+        self.producer = producer or KafkaEventProducer(servers, linger_ms=0)
+        core._dead_letter = self._send_dead
+        core.flush_dead_letters = self.producer.flush  # type: ignore[attr-defined]
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=servers,
+            group_id=group,
+            client_id=f"kdstream-processor-{group}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=batch_size,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # explicit: kafka-python 3.x raised the default to 45 s, which would keep a
+            # SIGKILLed member's partitions unassigned that long
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+        )
+        self.soft = KafkaConsumer(
+            bootstrap_servers=servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self._soft_assigned = False
+        self.assigned = False
+        self.stop = threading.Event()
+        self.last_record_at = time.monotonic()
+
+    def _send_dead(self, letter: DeadLetter) -> None:
+        self.producer.send(self.config.dlq_topic, letter.to_bytes())  # type: ignore[attr-defined]
+
+    def _listener(self) -> object:
+        from kafka import ConsumerRebalanceListener
+
+        loop = self
+
+        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: object) -> None:
+                loop.core.revoke([tp.partition for tp in revoked])  # type: ignore[attr-defined]
+
+            def on_partitions_assigned(self, assigned: object) -> None:
+                parts = {tp.partition: tp for tp in assigned}  # type: ignore[attr-defined]
+                for p, offset in loop.core.assign(sorted(parts)).items():
+                    loop.consumer.seek(parts[p], offset)
+                loop.assigned = bool(parts)
+                loop.last_record_at = time.monotonic()  # idle time counts from here
+                _log.info("assigned partitions %s", sorted(parts))
+
+        return _Listener()
+
+    def _poll_soft(self) -> None:
+        from kafka import TopicPartition
+
+        if not self._soft_assigned:
+            parts = self.soft.partitions_for_topic(self.config.soft_labels_topic)
+            if not parts:
+                return
+            tps = [TopicPartition(self.config.soft_labels_topic, p) for p in sorted(parts)]
+            self.soft.assign(tps)
+            self.soft.seek_to_beginning(*tps)
+            self._soft_assigned = True
+        polled = self.soft.poll(timeout_ms=0, max_records=100_000)
+        records = [r for batch in polled.values() for r in batch]
+        if records:
+            self.core.apply_soft_labels(records)
+
+    def run(self, idle_exit_s: float | None = None) -> ProcessorStats:
+        """Consume until :attr:`stop` is set (or no record arrived for ``idle_exit_s``)."""
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        self.consumer.subscribe([self.config.events_topic], listener=self._listener())
+        topic = self.config.events_topic
+        try:
+            while not self.stop.is_set():
+                self._poll_soft()
+                polled = self.consumer.poll(
+                    timeout_ms=self.poll_timeout_ms, max_records=self.batch_size
+                )
+                records = [r for batch in polled.values() for r in batch]
+                if not records:
+                    idle = time.monotonic() - self.last_record_at
+                    # before the first assignment (a rebalance waiting out a dead member's
+                    # session) idleness does not count
+                    if idle_exit_s is not None and self.assigned and idle >= idle_exit_s:
+                        break
+                    continue
+                self.last_record_at = time.monotonic()
+                result = self.core.process(records)
+                commits = {}
+                for key, offset in result.offsets.items():
+                    p = int(key.rpartition(":")[2])
+                    commits[TopicPartition(topic, p)] = _offset_meta(OffsetAndMetadata, offset)
+                if commits:
+                    try:
+                        self.consumer.commit_async(commits)
+                    except Exception as exc:  # Kafka's offset is only a hint; the store rules
+                        _log.warning("offset commit failed: %r", exc)
+            if self.assigned:  # leave the merged item table served and the hub up to date
+                self.core._write(self.core.sync_items())
+        finally:
+            self.close()
+        return self.core.stats
+
+    def close(self) -> None:
+        for client in (self.consumer, self.soft):
+            try:
+                client.close()
+            except Exception as exc:  # closing must not hide the loop's own error
+                _log.warning("consumer close failed: %r", exc)
+        try:
+            self.producer.close()  # type: ignore[attr-defined]
+        except Exception as exc:
+            _log.warning("producer close failed: %r", exc)
+
+
+def _offset_meta(cls: type, offset: int) -> object:
+    # kafka-python 2.1+ added leader_epoch to OffsetAndMetadata
+    try:
+        return cls(offset, "", -1)
+    except TypeError:
+        return cls(offset, "")
+
+
 def store_counts(store: Store, topic: str, partitions: Iterable[int]) -> dict[str, int]:
     """Durable totals over ``partitions``: ``{"applied", "learned", "dead"}``.
 
@@ -728,10 +931,12 @@ def store_counts(store: Store, topic: str, partitions: Iterable[int]) -> dict[st
 __all__ = [
     "BatchResult",
     "ItemHub",
+    "KafkaProcessorLoop",
     "LocalItemHub",
     "ProcessorConfig",
     "ProcessorCore",
     "ProcessorStats",
+    "StoreItemHub",
     "dead_key",
     "learned_key",
     "store_counts",
