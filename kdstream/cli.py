@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     demo.set_defaults(func=_cmd_demo)
+
+    from kdstream.cli_serve import add_parsers as add_serve_parsers
+
+    add_serve_parsers(sub)
     return parser
 
 

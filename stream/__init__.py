@@ -28,6 +28,7 @@ from ._log import (
     partition_for_key,
 )
 from ._memory_store import MemoryStore
+from ._redis_store import RedisStore, mask_url
 from ._store import Store, StoreBatch, offset_key, parse_offset_key, top_k_from_store
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "RawRecord",
     "Record",
     "RecordLike",
+    "RedisStore",
     "SoftLabels",
     "Store",
     "StoreBatch",
@@ -56,6 +58,7 @@ __all__ = [
     "decode_soft_labels",
     "encode_event",
     "encode_soft_labels",
+    "mask_url",
     "murmur2",
     "offset_key",
     "parse_offset_key",

@@ -152,6 +152,12 @@ class EmbeddedPipeline:
         return out
 
     @property
+    def lock(self) -> threading.Lock:
+        """Held while a batch is scored/learned or soft labels are applied: readers (the API)
+        take it to see a consistent model."""
+        return self._lock
+
+    @property
     def needs_teacher(self) -> bool:
         return any(v in self.config.variants for v in ("student+kd", "teacher"))
 

@@ -19,6 +19,9 @@ class StudentConfig:
         Width of user, item and context vectors.
     context_len
         L: how many of the user's last items form the sequence context (0 = plain MF).
+    context_decay
+        Weight of each older context item relative to the next newer one (1 = plain mean).
+        Recent items predict the next one best; a plain mean over L items dilutes the last one.
     n_negatives
         Negatives sampled per micro-batch and shared by all its events (sampled softmax).
     lr
@@ -42,6 +45,7 @@ class StudentConfig:
 
     dim: int = 32
     context_len: int = 8
+    context_decay: float = 0.5
     n_negatives: int = 128
     lr: float = 0.05
     l2: float = 1e-6
@@ -54,6 +58,7 @@ class StudentConfig:
         checks: list[tuple[str, bool, str]] = [
             ("dim", self.dim >= 1, "an int >= 1"),
             ("context_len", self.context_len >= 0, "an int >= 0"),
+            ("context_decay", 0 < self.context_decay <= 1, "a float in (0, 1]"),
             ("n_negatives", self.n_negatives >= 1, "an int >= 1"),
             ("lr", 0 < self.lr < 10, "a float in (0, 10)"),
             ("l2", 0 <= self.l2 < 1, "a float in [0, 1)"),

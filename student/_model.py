@@ -228,13 +228,21 @@ class Student:
         order = np.argsort(users, kind="stable")
         return after[order][:, -big_l:]
 
+    def context_weights(self, contexts: np.ndarray) -> np.ndarray:
+        """(B, L) weights of each context slot: decay**age over the valid slots, summing to 1
+        (a plain mean when ``context_decay`` is 1; the most recent item is the last slot)."""
+        big_l = contexts.shape[1]
+        pos = self.config.context_decay ** np.arange(big_l - 1, -1, -1, dtype=np.float32)
+        w = (contexts >= 0) * pos[None, :]
+        return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+
     def query_vectors(self, users: np.ndarray, contexts: np.ndarray) -> np.ndarray:
-        """(B, d) query vectors p_u + mean of the context vectors (padding ignored)."""
+        """(B, d) query vectors p_u + weighted mean of the context vectors (padding ignored)."""
         h = self.P[users].copy()
         if contexts.shape[1]:
-            counts = (contexts >= 0).sum(axis=1, keepdims=True)
-            csum = self.C[contexts].sum(axis=1)  # -1 reads the zero spare row
-            h += csum / np.maximum(counts, 1)
+            w = self.context_weights(contexts)
+            # -1 reads the zero spare row, which adds nothing
+            h += np.einsum("bl,bld->bd", w, self.C[contexts])
         return h
 
     def user_query(self, user: int) -> np.ndarray:
@@ -403,10 +411,9 @@ class Student:
 
         # Back-propagate the query gradient to the user and context vectors.
         if contexts.shape[1]:
-            valid = contexts >= 0
-            counts = np.maximum(valid.sum(axis=1), 1).astype(np.float32)
-            ev, slot = np.nonzero(valid)
-            d_c_rows.append((contexts[ev, slot], dh[ev] / counts[ev, None]))
+            w = self.context_weights(contexts)
+            ev, slot = np.nonzero(contexts >= 0)
+            d_c_rows.append((contexts[ev, slot], dh[ev] * w[ev, slot][:, None]))
 
         return Gradients(p=[(users, dh)], q=d_q_rows, c=d_c_rows, b=d_b_rows)
 

@@ -40,7 +40,9 @@ def _batch_loss(st: Student, users, items, w, negs, nlq, plq, soft, trans) -> fl
         alpha[soft.rows] = soft.alpha
     for e, (u, i) in enumerate(zip(users, items, strict=True)):
         valid = ctx[e][ctx[e] >= 0]
-        h = st.P[u] + (st.C[valid].mean(axis=0) if len(valid) else 0.0)
+        age = np.arange(len(valid))[::-1]
+        wts = st.config.context_decay**age
+        h = st.P[u] + ((wts[:, None] * st.C[valid]).sum(axis=0) / wts.sum() if len(valid) else 0.0)
         z = h @ st.Q[i] + st.b[i]
         hw = abs(w[e]) * (1 - alpha[e])
         if w[e] > 0:
@@ -66,7 +68,9 @@ def _batch_loss(st: Student, users, items, w, negs, nlq, plq, soft, trans) -> fl
 @pytest.fixture
 def setup():
     rng = np.random.default_rng(3)
-    cfg = StudentConfig(dim=4, context_len=3, n_negatives=5, l2=0.0, init_std=0.3, seed=1)
+    cfg = StudentConfig(
+        dim=4, context_len=3, context_decay=0.6, n_negatives=5, l2=0.0, init_std=0.3, seed=1
+    )
     st = Student(cfg)
     st.grow(4, 12)
     st.P = st.P.astype(np.float64)

@@ -234,7 +234,7 @@ class EmbeddedServingService:
         self.pipeline = pipeline
         self.settings = settings or ApiSettings()
         # the pipeline's own lock guards the learners and vocabularies (held while it learns)
-        self._model_lock: threading.Lock = pipeline._lock
+        self._model_lock: threading.Lock = pipeline.lock
         self._state_lock = threading.Lock()  # what this service keeps: times, popularity, rates
         self._last_ts: dict[str, float] = {}
         self._popularity = Popularity(self.settings.cold_start_half_life_s)
