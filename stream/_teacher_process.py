@@ -1,0 +1,254 @@
+"""The teacher process: ``kd.events`` (own consumer group) -> window -> train -> soft labels.
+
+Run it with ``kdstream teacher --broker kafka://127.0.0.1:9092 [--teacher-every-events N]``.
+
+It reads the event history with a kafka-python consumer in its own group, keeps the last
+``window_events`` events, and when the refresh policy fires trains the SASRec teacher on the
+window and publishes one soft-label message per active user of the window (key = user) and one
+per frequent item (key = ``item:<id>``, transition labels) to the compacted soft-label topic,
+with the teacher's version. Restarts: after each refresh the model, the id maps and the window
+are saved under ``state_dir`` *before* the consumer's offsets are committed, so a restarted
+process loads them and resumes from the committed offsets (events after the last commit are
+re-read into the window; nothing is published twice for a refresh that was saved).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdstream.online import Vocab
+from kdstream.teacher import RefreshPolicy, TeacherConfig, TeacherJob, run_job
+
+from ._codec import decode_records, encode_soft_labels
+from ._event import SoftLabels
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherProcessConfig:
+    """Settings of the teacher process.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka ``host:port``.
+    events_topic, soft_labels_topic
+        Where events come from and soft labels go.
+    group
+        The teacher's own consumer group (independent of the processors').
+    state_dir
+        Saved model, id maps and window.
+    every_events, every_seconds, min_events
+        Refresh policy (see :class:`~kdstream.teacher.RefreshPolicy`).
+    window_events
+        Events kept for training.
+    epochs, dim, top_m, transition_items
+        Teacher training budget, width, labels per key and items given transition labels.
+    """
+
+    bootstrap: str
+    events_topic: str = "kd.events"
+    soft_labels_topic: str = "kd.soft-labels"
+    group: str = "kd-teacher"
+    state_dir: Path = Path(".kdstream/state/teacher")
+    every_events: int | None = 20_000
+    every_seconds: float | None = None
+    min_events: int = 200
+    window_events: int = 100_000
+    epochs: int = 3
+    dim: int = 32
+    top_m: int = 20
+    transition_items: int = 500
+
+
+class TeacherProcess:
+    """Consume, window, train, publish, save; see the module docstring."""
+
+    def __init__(self, config: TeacherProcessConfig, producer: Any | None = None) -> None:
+        from kafka import KafkaConsumer
+
+        from ._kafka_admin import bootstrap_servers
+        from ._kafka_producer import KafkaEventProducer
+
+        self.config = cfg = config
+        servers = bootstrap_servers(cfg.bootstrap)
+        self.policy = RefreshPolicy(
+            every_events=cfg.every_events, every_seconds=cfg.every_seconds,
+            min_events=cfg.min_events,
+        )
+        self.teacher_config = TeacherConfig(
+            dim=cfg.dim, n_heads=2, epochs=cfg.epochs, top_m=cfg.top_m, device="cpu",
+            window_events=cfg.window_events,
+        )
+        self.producer = producer or KafkaEventProducer(servers)
+        self.consumer = KafkaConsumer(
+            cfg.events_topic,
+            bootstrap_servers=servers,
+            group_id=cfg.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=5000,
+            session_timeout_ms=10_000,
+        )
+        self.users = Vocab()
+        self.items = Vocab()
+        self.window_users = np.zeros(0, np.int64)
+        self.window_items = np.zeros(0, np.int64)
+        self.last_ts = 0.0
+        self.teacher: Any = None
+        self.stop = threading.Event()
+        self.events_seen = 0
+        self.since_refresh = 0
+        self.published = 0
+        self.refreshes = 0
+        self._load()
+
+    # ------------------------------------------------------------------ state
+    def _load(self) -> None:
+        d = self.config.state_dir
+        meta = d / "state.json"
+        if not meta.exists():
+            return
+        state = json.loads(meta.read_text())
+        self.users = Vocab(state["users"])
+        self.items = Vocab(state["items"])
+        self.last_ts = float(state["last_ts"])
+        self.events_seen = int(state["events_seen"])
+        with np.load(d / "window.npz", allow_pickle=False) as z:
+            self.window_users, self.window_items = z["users"], z["items"]
+        if (d / "model").exists():
+            from kdstream.teacher import SASRecTeacher
+
+            self.teacher = SASRecTeacher.load(d / "model", device="cpu")
+        _log.info("teacher state loaded: %d events in the window, version %s",
+                  len(self.window_users), getattr(self.teacher, "version", 0))
+
+    def _save(self) -> None:
+        d = self.config.state_dir
+        d.mkdir(parents=True, exist_ok=True)
+        if self.teacher is not None:
+            self.teacher.save(d / "model")
+        np.savez(d / "window.npz", users=self.window_users, items=self.window_items)
+        tmp = d / "state.json.tmp"
+        tmp.write_text(json.dumps({
+            "users": self.users.ids, "items": self.items.ids, "last_ts": self.last_ts,
+            "events_seen": self.events_seen,
+        }))
+        tmp.replace(d / "state.json")  # atomic: a crash leaves the old or the new state
+
+    # --------------------------------------------------------------- refresh
+    def _job(self) -> TeacherJob:
+        users, items = self.window_users, self.window_items
+        order = np.argsort(users, kind="stable")
+        su, si = users[order], items[order]
+        cuts = np.flatnonzero(np.diff(su)) + 1
+        max_len = self.teacher_config.max_len
+        histories = {
+            int(gu[0]): gi[-max_len:].astype(np.int32)
+            for gu, gi in zip(np.split(su, cuts), np.split(si, cuts), strict=True)
+        }
+        counts = np.bincount(items, minlength=len(self.items))
+        top = np.argsort(-counts, kind="stable")[: self.config.transition_items]
+        return TeacherJob(
+            users=users.astype(np.int32), items=items.astype(np.int32),
+            n_items=len(self.items), histories_for=histories, trained_until=self.last_ts,
+            transition_items=top[counts[top] > 0].astype(np.int32),
+        )
+
+    def refresh(self) -> int:
+        """Train on the window, publish soft labels, save; returns the messages published."""
+        if self.teacher is None:
+            from kdstream.teacher import SASRecTeacher
+
+            self.teacher = SASRecTeacher(self.teacher_config)
+        result = run_job(self.teacher, self._job())
+        topic = self.config.soft_labels_topic
+        n = 0
+
+        def send(key: str, items: np.ndarray, logits: np.ndarray, transition: bool) -> None:
+            nonlocal n
+            ok = items >= 0
+            if not ok.any():
+                return
+            labels = SoftLabels(
+                items=tuple(self.items.ids[i] for i in items[ok]),
+                logits=tuple(float(x) for x in logits[ok]),
+                temperature=float(result.temperature),
+                teacher_version=int(result.version),
+                trained_until=float(result.trained_until),
+                user=None if transition else key,
+                after_item=key if transition else None,
+            )
+            self.producer.send(topic, encode_soft_labels(labels), key=labels.key)
+            n += 1
+
+        for u, items, logits in zip(
+            result.user_idx, result.user_items, result.user_logits, strict=True
+        ):
+            send(self.users.ids[u], items, logits, False)
+        if result.trans_idx is not None:
+            assert result.trans_items is not None and result.trans_logits is not None
+            for i, items, logits in zip(
+                result.trans_idx, result.trans_items, result.trans_logits, strict=True
+            ):
+                send(self.items.ids[i], items, logits, True)
+        self.producer.flush()
+        self._save()
+        self.consumer.commit()  # after the save: a restart resumes with this window and model
+        self.published += n
+        self.refreshes += 1
+        self.since_refresh = 0
+        _log.info("teacher v%d: %d soft-label messages (%.1fs)", result.version, n,
+                  result.seconds)
+        return n
+
+    def run(self, max_refreshes: int | None = None, idle_exit_s: float | None = None
+            ) -> dict[str, Any]:
+        """Consume and refresh until stopped, ``max_refreshes`` or ``idle_exit_s``."""
+        keep = self.config.window_events
+        last_refresh = last_record = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                polled = self.consumer.poll(timeout_ms=500)
+                records = [r for batch in polled.values() for r in batch]
+                if records:
+                    last_record = time.monotonic()
+                    decoded, _dead = decode_records(records, ts=time.time())
+                    if decoded:
+                        events = [e for _, e in decoded if e.signal() > 0]
+                        u = self.users.add_many([e.user for e in events])
+                        i = self.items.add_many([e.item for e in events])
+                        self.window_users = np.concatenate([self.window_users, u])[-keep:]
+                        self.window_items = np.concatenate([self.window_items, i])[-keep:]
+                        self.last_ts = max([self.last_ts, *(e.ts for e in events)])
+                        self.events_seen += len(events)
+                        self.since_refresh += len(events)
+                elif idle_exit_s is not None and time.monotonic() - last_record > idle_exit_s:
+                    break
+                seconds = time.monotonic() - last_refresh
+                if self.policy.due(self.since_refresh, seconds, self.events_seen):
+                    self.refresh()
+                    last_refresh = time.monotonic()
+                    if max_refreshes is not None and self.refreshes >= max_refreshes:
+                        break
+        finally:
+            self.consumer.close()
+            self.producer.close()
+        return {
+            "events_seen": self.events_seen,
+            "refreshes": self.refreshes,
+            "published": self.published,
+            "version": getattr(self.teacher, "version", 0),
+        }
+
+
+__all__ = ["TeacherProcess", "TeacherProcessConfig"]
