@@ -216,7 +216,8 @@ def _distillation(
 
         def teacher_top10(u: int) -> np.ndarray:
             scores = teacher.score_next([hist[u]])[0]
-            scores[pre.seen.items_of(u)[pre.seen.items_of(u) < len(scores)]] = -np.inf
+            seen = pre.seen.items_of(u)
+            scores[seen[seen < len(scores)]] = -np.inf  # as the student's recommend does
             return np.argpartition(-scores, 10)[:10]
 
         if len(timing_users):

@@ -193,6 +193,7 @@ def test_river_variant_learns_positives_above_negatives() -> None:
 
 
 @pytest.mark.datasets
+@pytest.mark.slow
 def test_ml100k_slice_completes(tmp_path: Path) -> None:
     src = DATASETS / "ml-100k" / "u.data"
     if not src.exists():
