@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     from kdstream.cli_serve import add_parsers as add_serve_parsers
 
     add_serve_parsers(sub)
+
+    from kdstream.cli_runtime import add_parsers as add_runtime_parsers
+
+    add_runtime_parsers(sub)
     return parser
 
 
