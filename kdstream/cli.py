@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     from kdstream.cli_runtime import add_parsers as add_runtime_parsers
 
     add_runtime_parsers(sub)
+
+    from kdstream.cli_replay import add_parsers as add_replay_parsers
+
+    add_replay_parsers(sub)
     return parser
 
 

@@ -44,7 +44,9 @@ def _stop_on_sigterm(stop: Any) -> None:
     signal.signal(signal.SIGTERM, lambda *_a: stop.set())
 
 
-def build_processor(settings: Settings, dim: int = 32, sync_every_s: float = 2.0) -> Any:
+def build_processor(
+    settings: Settings, dim: int = 32, sync_every_s: float = 2.0, debug_ledger: bool = False
+) -> Any:
     """A :class:`~kdstream.stream._processor.ProcessorCore` wired to the settings' store and,
     for Redis, the shared item hub in the ``<namespace>.hub`` namespace."""
     from kdstream.settings import make_store
@@ -71,6 +73,7 @@ def build_processor(settings: Settings, dim: int = 32, sync_every_s: float = 2.0
         dlq_topic=settings.dlq_topic,
         sync_every_s=sync_every_s,
         student=StudentConfig(dim=dim),
+        debug_ledger=debug_ledger,
     )
     return ProcessorCore(store, config, hub=hub)
 
@@ -78,7 +81,9 @@ def build_processor(settings: Settings, dim: int = 32, sync_every_s: float = 2.0
 def _cmd_processor(args: argparse.Namespace) -> int:
     settings = _settings(args)
     bootstrap = ",".join(settings.kafka_bootstrap())
-    core = build_processor(settings, dim=args.dim, sync_every_s=args.sync_every_s)
+    core = build_processor(
+        settings, dim=args.dim, sync_every_s=args.sync_every_s, debug_ledger=args.debug_ledger
+    )
     if args.engine == "faust":
         from kdstream.stream._faust_app import run_faust_processor
 
@@ -176,6 +181,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--sync-every-s", type=float, default=2.0, help="item-table sync period")
     p.add_argument("--idle-exit-s", type=float, default=None,
                    help="exit after this long without records (tests, benchmarks)")
+    p.add_argument("--debug-ledger", action="store_true",
+                   help="record every learned event's key in the store (fault tests only)")
     p.set_defaults(func=_cmd_processor)
 
     t = sub.add_parser("teacher", help="run the teacher process (kd.events -> kd.soft-labels)")

@@ -58,6 +58,7 @@ class MemoryStore:
         self._popularity: FloatArray | None = None
         self._offsets: dict[str, int] = {}
         self._versions: dict[str, int] = {}
+        self._ledger: list[str] = []
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -127,6 +128,12 @@ class MemoryStore:
             for key, offset in batch.offsets.items():
                 self._offsets[key] = max(self._offsets.get(key, 0), int(offset))
             self._versions.update({k: int(v) for k, v in batch.versions.items()})
+            self._ledger.extend(batch.ledger)
+
+    def ledger(self) -> list[str]:
+        """Debug ledger: event keys learned, in write order (see ``StoreBatch.ledger``)."""
+        with self._lock:
+            return list(self._ledger)
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -78,6 +78,11 @@ def learned_key(topic: str, partition: int) -> str:
     return f"learned:{topic}:{partition}"
 
 
+def event_key(e: Event) -> str:
+    """The debug-ledger key of an event: user, item and ``repr(ts)`` joined by tabs."""
+    return f"{e.user}\t{e.item}\t{e.ts!r}"
+
+
 def dead_key(topic: str, partition: int) -> str:
     """``versions`` key of the cumulative count of records dead-lettered from a partition."""
     return f"dead:{topic}:{partition}"
@@ -161,6 +166,10 @@ class ProcessorConfig:
         First retry delay; doubles per attempt up to 5 s.
     student, learner
         The model's hyper-parameters.
+    debug_ledger
+        Also write the key of every learned event (:func:`event_key`) to the store's ledger
+        list in the batch's transaction, for fault-injection tests that check per event that
+        nothing was lost or learned twice. Off in production (the list only grows).
     """
 
     events_topic: str = "kd.events"
@@ -172,6 +181,7 @@ class ProcessorConfig:
     retry_backoff_s: float = 0.2
     student: StudentConfig = field(default_factory=StudentConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    debug_ledger: bool = False
 
     def __post_init__(self) -> None:
         if self.sync_every_batches < 1:
@@ -628,6 +638,8 @@ class ProcessorCore:
             batch.offsets[offset_key(topic, p)] = off + 1
             batch.versions[learned_key(topic, p)] = self._learned[p] + learned_by_p.get(p, 0)
             batch.versions[dead_key(topic, p)] = self._dead[p] + dead_by_p.get(p, 0)
+        if self.config.debug_ledger:
+            batch.ledger = [event_key(e) for _, e in decoded]
         if self._dead_letter is not None and dead:
             for d in dead:
                 self._dead_letter(d)
@@ -938,6 +950,7 @@ __all__ = [
     "ProcessorStats",
     "StoreItemHub",
     "dead_key",
+    "event_key",
     "learned_key",
     "store_counts",
 ]

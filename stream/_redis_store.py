@@ -423,6 +423,8 @@ class RedisStore:
                         self._queue_writes(
                             pipe, plan, users, batch.seen, stamps, offsets, versions
                         )
+                        if batch.ledger:  # debug ledger: same MULTI/EXEC as the offsets
+                            pipe.rpush(self._k("ledger"), *batch.ledger)
                         pipe.execute()
                         return
                     except WatchError as exc:
@@ -770,6 +772,11 @@ class RedisStore:
         with self._errors("applied_offset"):
             raw = self._client.hget(self._k("offsets"), offset_key(topic, partition))
         return None if raw is None else int(raw)
+
+    def ledger(self) -> list[str]:
+        """Debug ledger: event keys learned, in write order (see ``StoreBatch.ledger``)."""
+        with self._errors("ledger"):
+            return [b.decode() for b in self._client.lrange(self._k("ledger"), 0, -1)]
 
     def versions(self) -> dict[str, int]:
         """The model versions written so far."""

@@ -40,6 +40,10 @@ class StoreBatch:
         ``"topic:partition"`` -> next offset applied (the store keeps the max).
     versions
         Model versions, e.g. ``{"student": 12, "teacher": 3}``.
+    ledger
+        Debug only (``ProcessorConfig.debug_ledger``): keys of the events learned by this
+        batch, appended to the store's ledger list in the same transaction (duplicates kept,
+        so an event learned twice shows up twice).
 
     Examples
     --------
@@ -56,6 +60,7 @@ class StoreBatch:
     popularity: np.ndarray | None = None
     offsets: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
+    ledger: list[str] = field(default_factory=list)
 
 
 def offset_key(topic: str, partition: int) -> str:
