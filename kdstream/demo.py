@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from typing import Any
 
 from kdstream.replay import Progress, SyntheticConfig, generate
-from kdstream.stream._runtime import EmbeddedPipeline, PipelineConfig
-from kdstream.teacher import RefreshPolicy
+from kdstream.stream._runtime import EmbeddedPipeline, PipelineConfig, scaled_config
 
 
 def demo_config(n_events: int, seed: int) -> PipelineConfig:
-    """Defaults scaled to the stream: about ten teacher refreshes over the run."""
-    base = PipelineConfig()
-    every = max(2_000, n_events // 10)
-    teacher = replace(base.teacher, seed=seed, time_budget_s=1e9, epochs=2, window_events=30_000)
-    return replace(
-        base,
-        refresh=RefreshPolicy(every_events=every, min_events=min(every, 5_000)),
-        label_delay_events=max(500, every // 10),
-        teacher=teacher,
-        student=replace(base.student, seed=seed),
-        learner=replace(base.learner, seed=seed),
-    )
+    """The demo's pipeline: the same scaled configuration that ``kdstream evaluate`` uses."""
+    return scaled_config(n_events, seed)
 
 
 def run_demo(n_events: int = 200_000, seed: int = 0, progress: bool = True) -> dict[str, Any]:

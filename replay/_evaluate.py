@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,8 +25,7 @@ from kdstream.errors import ConfigError
 from kdstream.online import Learner, Prequential, StudentVariant, Variant
 from kdstream.online._learner import IndexedSoftLabels
 from kdstream.online._river import RiverMFVariant
-from kdstream.stream._runtime import PipelineConfig
-from kdstream.teacher import RefreshPolicy
+from kdstream.stream._runtime import PipelineConfig, scaled_config
 
 from ._columns import EventColumns
 from ._progress import Progress
@@ -105,26 +104,9 @@ def evaluation_config(
     k: int = 10,
     variants: tuple[str, ...] = ("popularity", "student", "student+kd", "teacher"),
 ) -> PipelineConfig:
-    """The pipeline ``kdstream demo`` runs (``kdstream.demo.demo_config``), scaled to a log of
-    ``n_events``: about ten teacher refreshes over the stream, deterministic label timing.
-
-    Kept in step with ``demo_config`` by hand: ``replay`` may not import the root package.
-    """
-    base = PipelineConfig()
-    every = max(2_000, n_events // 10)
-    teacher = replace(base.teacher, seed=seed, time_budget_s=1e9, epochs=2, window_events=30_000)
-    return replace(
-        base,
-        batch_size=batch_size,
-        k=k,
-        variants=variants,
-        deterministic=True,
-        refresh=RefreshPolicy(every_events=every, min_events=min(every, 5_000)),
-        label_delay_events=max(500, every // 10),
-        teacher=teacher,
-        student=replace(base.student, seed=seed),
-        learner=replace(base.learner, seed=seed),
-    )
+    """The pipeline ``kdstream demo`` runs, scaled to a log of ``n_events``
+    (:func:`kdstream.stream._runtime.scaled_config`)."""
+    return scaled_config(n_events, seed, batch_size=batch_size, k=k, variants=variants)
 
 
 def _load(

@@ -107,6 +107,33 @@ class _TimedStudent(StudentVariant):
         self.seconds += time.perf_counter() - start
 
 
+def scaled_config(n_events: int, seed: int = 0, **overrides: object) -> PipelineConfig:
+    """The pipeline for replaying a stream of ``n_events`` (demo, evaluate): one definition.
+
+    About ten teacher refreshes over the stream, each training on a window of two refresh
+    intervals (every event is trained on by two refreshes; warm starts carry the rest), with a
+    fixed number of epochs so that runs are reproducible; deterministic label timing; the
+    same seed everywhere.
+    """
+    from dataclasses import replace
+
+    base = PipelineConfig()
+    every = max(2_000, n_events // 10)
+    teacher = replace(
+        base.teacher, seed=seed, time_budget_s=1e9, epochs=3, window_events=min(2 * every, 200_000)
+    )
+    cfg = replace(
+        base,
+        deterministic=True,
+        refresh=RefreshPolicy(every_events=every, min_events=min(every, 5_000)),
+        label_delay_events=max(500, every // 10),
+        teacher=teacher,
+        student=replace(base.student, seed=seed),
+        learner=replace(base.learner, seed=seed),
+    )
+    return replace(cfg, **overrides)  # type: ignore[arg-type]
+
+
 class EmbeddedPipeline:
     """Runs the pipeline over an in-process log, with the teacher on a background thread."""
 
@@ -350,4 +377,4 @@ class EmbeddedPipeline:
             self._worker.close()
 
 
-__all__ = ["VARIANTS", "EmbeddedPipeline", "PipelineConfig", "PipelineStats"]
+__all__ = ["VARIANTS", "EmbeddedPipeline", "PipelineConfig", "PipelineStats", "scaled_config"]

