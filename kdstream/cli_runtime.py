@@ -73,6 +73,8 @@ def build_processor(
         dlq_topic=settings.dlq_topic,
         sync_every_s=sync_every_s,
         student=StudentConfig(dim=dim),
+        # a store outage pauses the batch (logged, with backoff) instead of ending the process
+        write_retries=0,
         debug_ledger=debug_ledger,
     )
     return ProcessorCore(store, config, hub=hub)

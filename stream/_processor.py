@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -71,6 +71,7 @@ from ._event import EVENT_TYPES, RATING_POSITIVE_AT, Event, SoftLabels
 from ._store import Store, StoreBatch, offset_key
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def learned_key(topic: str, partition: int) -> str:
@@ -491,7 +492,10 @@ class ProcessorCore:
         get = self._item_index.get
         missing = list(dict.fromkeys(i for i in ids if get(i) is None))
         if missing:
-            for item, idx in zip(missing, self.hub.allocate_ids("item", missing), strict=True):
+            allocated = self._retrying(
+                "item id allocation", lambda: self.hub.allocate_ids("item", missing)
+            )
+            for item, idx in zip(missing, allocated, strict=True):
                 self._item_index[item] = idx
                 if idx >= len(self._item_ids):
                     self._item_ids.extend([""] * (idx + 1 - len(self._item_ids)))
@@ -548,8 +552,10 @@ class ProcessorCore:
             delta = self._pack(n_local) - self._base[:n_local]
             rows = np.flatnonzero(np.any(delta != 0, axis=1))
             if len(rows):
-                self.hub.push_item_deltas(rows, delta[rows])
-        ids, offsets = self.hub.pull_item_offsets()
+                self._retrying(
+                    "item hub push", lambda: self.hub.push_item_deltas(rows, delta[rows])
+                )
+        ids, offsets = self._retrying("item hub pull", self.hub.pull_item_offsets)
         n = len(ids)
         for idx, item in enumerate(ids):
             if item not in self._item_index:
@@ -700,26 +706,31 @@ class ProcessorCore:
         )
 
     def _write(self, batch: StoreBatch) -> None:
+        start = time.perf_counter()
+        self._retrying("store write", lambda: self.store.write_batch(batch))
+        self.stats.seconds_writing += time.perf_counter() - start
+
+    def _retrying(self, what: str, fn: Callable[[], _T]) -> _T:
+        """``fn()``, retried with backoff while it raises :class:`ServiceError` (the store or
+        hub is down): the batch waits, nothing is dropped. ``write_retries`` attempts at most
+        (``0`` = until it succeeds); every failed attempt is logged."""
         attempt = 0
         delay = self.config.retry_backoff_s
-        start = time.perf_counter()
         while True:
             try:
-                self.store.write_batch(batch)
-                break
+                return fn()
             except ServiceError as exc:
                 attempt += 1
                 self.stats.write_retries += 1
                 limit = self.config.write_retries
                 if limit and attempt >= limit:
                     raise ServiceError(
-                        f"store write failed {attempt} times; last error: {exc}"
+                        f"{what} failed {attempt} times; last error: {exc}"
                     ) from exc
-                _log.warning("store write failed (attempt %d), retrying in %.1fs: %s",
-                             attempt, delay, exc)
+                _log.warning("%s failed (attempt %d): pausing the batch, retrying in %.1fs: %s",
+                             what, attempt, delay, exc)
                 self._sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.stats.seconds_writing += time.perf_counter() - start
 
     # ---------------------------------------------------------------- counts
     def counts(self) -> dict[int, tuple[int, int, int]]:
