@@ -72,6 +72,8 @@ from ._store import Store, StoreBatch, offset_key
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_LOGIT_CLIP = 1e4  # |logit| bound: softmax of such gaps is already one-hot
+_MIN_TEMPERATURE = 1e-2
 
 
 def learned_key(topic: str, partition: int) -> str:
@@ -448,7 +450,9 @@ class ProcessorCore:
             self.soft_labels[s.key] = s
         groups: dict[tuple[int, bool, float, float], list[SoftLabels]] = {}
         for s in labels:
-            key = (s.teacher_version, s.user is None, s.trained_until, s.temperature)
+            # a tiny temperature would blow the clipped logits up past float32 again
+            temperature = min(max(s.temperature, _MIN_TEMPERATURE), 1e6)
+            key = (s.teacher_version, s.user is None, s.trained_until, temperature)
             groups.setdefault(key, []).append(s)
         n = 0
         get = self._item_index.get
@@ -468,7 +472,9 @@ class ProcessorCore:
                 keys.append(key)
                 idx = np.fromiter((get(i, -1) for i in m.items), np.int64, len(m.items))
                 items[row, : len(idx)] = idx
-                logits[row, : len(idx)] = np.where(idx >= 0, m.logits, -np.inf)
+                # finite float64 logits can still overflow float32 (and exp): clip them
+                clipped = np.clip(np.asarray(m.logits, np.float64), -_LOGIT_CLIP, _LOGIT_CLIP)
+                logits[row, : len(idx)] = np.where(idx >= 0, clipped, -np.inf)
             if not keys:
                 continue
             k = len(keys)
