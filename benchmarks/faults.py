@@ -1,0 +1,181 @@
+"""Fault-injection benchmark: every scenario at full counts against a fresh local cluster.
+
+    .venv/bin/python benchmarks/faults.py [--json] [--kills 20] [--only NAME ...]
+
+Starts its own Kafka + Redis (``kdstream.local_cluster``, free ports, a temporary home), runs
+the scenarios of ``tests/faults/scenarios.py`` one after the other, then the hostile-input
+runs (>= 100,000 records through the decoders and the processor core, >= 10,000 through
+``POST /v1/events``), and prints per scenario ``produced``, ``learned``, ``dead_lettered``,
+``lost``, ``duplicated`` and ``recovery_s`` (``--json``: one object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from faults import scenarios as sc  # noqa: E402
+from faults.hostile import hostile_stream  # noqa: E402
+
+
+def _fuzz_decoders(n: int) -> dict[str, Any]:
+    from kdstream.stream import MemoryStore, Record
+    from kdstream.stream._processor import ProcessorConfig, ProcessorCore
+    from kdstream.student import StudentConfig
+
+    store = MemoryStore()
+    core = ProcessorCore(store, ProcessorConfig(student=StudentConfig(dim=8), debug_ledger=True))
+    core.assign([0])
+    good: set[str] = set()
+    bad = 0
+    batch: list[Record] = []
+    tracemalloc.start()
+    start = time.perf_counter()
+    for off, (raw, key) in enumerate(hostile_stream(n, seed=11)):
+        batch.append(Record("kd.events", 0, off, None, raw, 0.0))
+        if key is None:
+            bad += 1
+        else:
+            good.add(key)
+        if len(batch) == 500:
+            core.process(batch, now=1.7e9)
+            batch = []
+    if batch:
+        core.process(batch, now=1.7e9)
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    ledger = store.ledger()
+    learned = set(ledger)
+    return {
+        "produced": n, "learned": len(ledger), "dead_lettered": core.stats.dead_lettered,
+        "lost": len(good - learned) + (bad - core.stats.dead_lettered),
+        "duplicated": len(ledger) - len(learned), "recovery_s": 0.0,
+        "expected_bad": bad, "peak_traced_mib": round(peak / 2**20, 1),
+        "records_per_s": round(n / seconds),
+    }
+
+
+def _fuzz_api(n: int, per_request: int = 100) -> dict[str, Any]:
+    import httpx
+
+    from kdstream.api import ApiSettings, StoreServingService, create_app
+    from kdstream.stream import DeadLetter, MemoryStore, decode_event
+    from kdstream.stream._processor import event_key
+
+    sent: dict[str, list[bytes]] = {"events": [], "dlq": []}
+
+    class Sink:
+        def send(self, topic: str, value: bytes, key: Any = None) -> None:
+            sent["dlq" if topic.endswith(".dlq") else "events"].append(value)
+
+    app = create_app(StoreServingService(MemoryStore(), sink=Sink(), events_topic="kd.events",
+                                         dlq_topic="kd.events.dlq"), ApiSettings())
+    records = list(hostile_stream(n, seed=12))
+    statuses: dict[int, int] = {}
+    received = accepted = rejected = 0
+
+    async def go() -> None:
+        nonlocal received, accepted, rejected
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for i in range(0, n, per_request):
+                # JSON lines; a raw newline inside a record would split it, so those go alone
+                chunk = records[i : i + per_request]
+                body = b"\n".join(raw.replace(b"\n", b" ") for raw, _ in chunk)
+                r = await client.post("/v1/events", content=body,
+                                      headers={"content-type": "application/x-ndjson"})
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 202:
+                    doc = r.json()
+                    received += doc["received"]
+                    accepted += doc["accepted"]
+                    rejected += doc["rejected"]
+
+    tracemalloc.start()
+    asyncio.run(go())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    good = {k for _, k in records if k is not None}
+    learned = [event_key(decode_event(v)) for v in sent["events"]]
+    letters = [DeadLetter.from_bytes(v) for v in sent["dlq"]]
+    return {
+        "produced": n, "learned": len(learned), "dead_lettered": len(letters),
+        "lost": len(good - set(learned)), "duplicated": len(learned) - len(set(learned)),
+        "recovery_s": 0.0, "http_statuses": statuses, "received": received,
+        "accepted": accepted, "rejected": rejected,
+        "blank_lines_skipped": n - received,  # empty/whitespace records are no JSONL records
+        "letters_without_reason": sum(1 for d in letters if not d.reason),
+        "peak_traced_mib": round(peak / 2**20, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=400.0, help="events/s of the load")
+    parser.add_argument("--fuzz-records", type=int, default=100_000)
+    parser.add_argument("--api-records", type=int, default=10_000)
+    parser.add_argument("--only", nargs="*", default=None)
+    args = parser.parse_args()
+    out: dict[str, Any] = {}
+    def want(name: str) -> bool:
+        return args.only is None or name in args.only
+
+    def note(name: str, result: dict[str, Any]) -> None:
+        out[name] = result
+        print(f"{name}: " + json.dumps(result), file=sys.stderr, flush=True)
+
+    if want("fuzz_decoders"):
+        note("fuzz_decoders", _fuzz_decoders(args.fuzz_records))
+    if want("fuzz_api"):
+        note("fuzz_api", _fuzz_api(args.api_records))
+    cluster_runs = [
+        ("processor_kills", lambda c, p, d: sc.scenario_processor_kills(
+            c, p, d, kills=args.kills, rate=args.rate)),
+        ("kill_mid_rebalance", lambda c, p, d: sc.scenario_kill_mid_rebalance(
+            c, p, d, rate=args.rate)),
+        ("kafka_restart", lambda c, p, d: sc.scenario_kafka_restart(c, p, d, rate=args.rate)),
+        ("redis_restart", lambda c, p, d: sc.scenario_redis_restart(c, p, d, rate=args.rate)),
+    ]
+    cluster_runs = [(n, f) for n, f in cluster_runs if want(n)]
+    if cluster_runs:
+        with tempfile.TemporaryDirectory(prefix="kdstream-faults-") as home:
+            cluster = sc.start_cluster(Path(home) / "cluster")
+            try:
+                for name, run in cluster_runs:
+                    start = time.monotonic()
+                    try:
+                        result = run(cluster, f"b{uuid.uuid4().hex[:10]}", Path(home)).as_dict()
+                    finally:
+                        sc.kill_all()
+                    result["wall_s"] = round(time.monotonic() - start, 1)
+                    note(name, result)
+            finally:
+                sc.stop_cluster(cluster)
+    if args.json:
+        print(json.dumps(out, default=str))
+    else:
+        for name, r in out.items():
+            print(f"{name:20s} produced={r['produced']} learned={r['learned']} "
+                  f"dead_lettered={r['dead_lettered']} lost={r['lost']} "
+                  f"duplicated={r['duplicated']} recovery_s={r['recovery_s']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
