@@ -86,6 +86,7 @@ def _fuzz_api(n: int, per_request: int = 100) -> dict[str, Any]:
                                          dlq_topic="kd.events.dlq"), ApiSettings())
     records = list(hostile_stream(n, seed=12))
     statuses: dict[int, int] = {}
+    refused: list[str | None] = []  # keys of records in bodies refused as a whole (4xx)
     received = accepted = rejected = 0
 
     async def go() -> None:
@@ -99,7 +100,9 @@ def _fuzz_api(n: int, per_request: int = 100) -> dict[str, Any]:
                 r = await client.post("/v1/events", content=body,
                                       headers={"content-type": "application/x-ndjson"})
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                if r.status_code == 202:
+                if r.status_code != 202:  # the whole body refused (e.g. it starts with "[")
+                    refused.extend(k for _, k in chunk)
+                else:
                     doc = r.json()
                     received += doc["received"]
                     accepted += doc["accepted"]
@@ -109,15 +112,18 @@ def _fuzz_api(n: int, per_request: int = 100) -> dict[str, Any]:
     asyncio.run(go())
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    good = {k for _, k in records if k is not None}
+    good = {k for _, k in records if k is not None} - set(refused)
     learned = [event_key(decode_event(v)) for v in sent["events"]]
     letters = [DeadLetter.from_bytes(v) for v in sent["dlq"]]
     return {
         "produced": n, "learned": len(learned), "dead_lettered": len(letters),
-        "lost": len(good - set(learned)), "duplicated": len(learned) - len(set(learned)),
+        "lost": len(good - set(learned)), "unexpected": len(set(learned) - good),
+        "duplicated": len(learned) - len(set(learned)),
         "recovery_s": 0.0, "http_statuses": statuses, "received": received,
         "accepted": accepted, "rejected": rejected,
-        "blank_lines_skipped": n - received,  # empty/whitespace records are no JSONL records
+        "refused_in_4xx_bodies": len(refused),
+        # empty/whitespace-only records are blank JSONL lines, not records
+        "blank_lines_skipped": n - received - len(refused),
         "letters_without_reason": sum(1 for d in letters if not d.reason),
         "peak_traced_mib": round(peak / 2**20, 1),
     }
