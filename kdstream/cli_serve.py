@@ -28,11 +28,9 @@ def _open_store(url: str) -> Any:
 
         return MemoryStore()
     if scheme in ("redis", "rediss"):
-        try:
-            from kdstream.stream import RedisStore  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise ConfigError("--store redis://: this build has no Redis store yet") from exc
-        return RedisStore.from_url(url)
+        from kdstream.stream import RedisStore
+
+        return RedisStore(url)
     raise ConfigError(f"--store: expected memory:// or redis://..., got {url!r}")
 
 

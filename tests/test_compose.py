@@ -234,12 +234,6 @@ def _api_parser() -> argparse.ArgumentParser:
     raise AssertionError("no sub-commands")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="cli_serve._open_store calls RedisStore.from_url, which RedisStore lacks; "
-    "drop this mark once `kdstream api --store redis://...` opens the store",
-)
 def test_api_store_url_opens_a_redis_store() -> None:
     from kdstream.cli_serve import _open_store
 
