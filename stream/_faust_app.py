@@ -38,10 +38,12 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from kdstream.errors import ConfigError, ServiceError
@@ -132,6 +134,9 @@ def make_app(
         broker_heartbeat_interval=cfg.heartbeat_s,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
+        # faust keeps table state under <datadir>/<app id>-data; tables are in memory here,
+        # so keep those folders out of the working directory
+        datadir=str(Path(tempfile.gettempdir()) / "kdstream-faust"),
     )
 
 

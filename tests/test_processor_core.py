@@ -144,7 +144,9 @@ def test_soft_labels_move_the_users_ranking_toward_the_teacher() -> None:
 
     def run(with_labels: bool) -> list[str]:
         store = MemoryStore()
-        core = ProcessorCore(store, _config(sync_every_batches=1))
+        # per-user labels are off by default (transition labels carry the sequence knowledge)
+        learner = LearnerConfig(seed=0, user_labels=True)
+        core = ProcessorCore(store, _config(sync_every_batches=1, learner=learner))
         core.process(_records(events[:200]))
         if with_labels:
             labels = SoftLabels(target, (6.0, 5.5, 5.0), 1.0, 1, 1000.0, user="u7")
