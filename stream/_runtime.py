@@ -107,27 +107,35 @@ class _TimedStudent(StudentVariant):
         self.seconds += time.perf_counter() - start
 
 
-def scaled_config(n_events: int, seed: int = 0, **overrides: object) -> PipelineConfig:
+def scaled_config(
+    n_events: int,
+    seed: int = 0,
+    *,
+    refreshes: int = 10,
+    teacher_epochs: int = 8,
+    window_intervals: float = 2.0,
+    **overrides: object,
+) -> PipelineConfig:
     """The pipeline for replaying a stream of ``n_events`` (demo, evaluate): one definition.
 
-    About ten teacher refreshes over the stream, each training on a window of two refresh
-    intervals (every event is trained on by two refreshes; warm starts carry the rest) for a
-    fixed 8 epochs, so that runs are reproducible (a wall-clock budget would not be). 8 epochs:
-    measured on ML-100K, ML-1M-subset and the synthetic stream, the published teacher's HR@10
-    rose from 3 to 8 epochs on all three, and more gave little. Deterministic label timing; the
-    same seed everywhere. The teacher uses two threads: in deterministic mode the stream waits
-    for it at each label deadline anyway.
+    ``refreshes`` teacher refreshes over the stream, each training on a window of
+    ``window_intervals`` refresh intervals (with 2, every event is trained on by two refreshes;
+    warm starts carry the rest) for a fixed number of epochs, so that runs are reproducible (a
+    wall-clock budget would not be). 8 epochs: measured on ML-100K, ML-1M-subset and the
+    synthetic stream, the published teacher's HR@10 rose from 3 to 8 epochs on all three, and
+    more gave little. Deterministic label timing; the same seed everywhere. The teacher uses
+    two threads: in deterministic mode the stream waits for it at each label deadline anyway.
     """
     from dataclasses import replace
 
     base = PipelineConfig()
-    every = max(2_000, n_events // 10)
+    every = max(2_000, n_events // refreshes)
     teacher = replace(
         base.teacher,
         seed=seed,
         time_budget_s=1e9,
-        epochs=8,
-        window_events=min(2 * every, 200_000),
+        epochs=teacher_epochs,
+        window_events=min(int(window_intervals * every), 200_000),
         num_threads=2,
     )
     cfg = replace(
