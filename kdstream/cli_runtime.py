@@ -1,4 +1,9 @@
-"""CLI commands of the distributed runtime: ``processor``, ``teacher``, ``topics``, ``local``.
+"""CLI commands of the distributed runtime: ``processor``, ``teacher``, ``topics``, ``local``,
+``settings``.
+
+Kafka SASL/TLS settings come from the environment or the TOML file only (no flags: a password
+on a command line shows in ``ps``); ``kdstream settings`` prints the merged settings with every
+secret masked.
 
 Run ``kdstream processor --help`` (or ``python -m kdstream.cli_runtime processor --help``).
 ``add_parsers(sub)`` registers them on the main ``kdstream`` parser.
@@ -16,7 +21,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kdstream.settings import Settings
+from kdstream.errors import ConfigError
+from kdstream.settings import Settings, kafka_client_kwargs
+
+_log = logging.getLogger("kdstream.cli")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -26,7 +34,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         "state_dir",
     )
     overrides = {n: getattr(args, n, None) for n in names}
-    return Settings.load(overrides, path=getattr(args, "config", None))
+    settings = Settings.load(overrides, path=getattr(args, "config", None))
+    _log.info("settings: %r", settings)  # repr masks every secret
+    return settings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -89,6 +99,14 @@ def _cmd_processor(args: argparse.Namespace) -> int:
     if args.engine == "faust":
         from kdstream.stream._faust_app import run_faust_processor
 
+        if settings.kafka_security_protocol != "PLAINTEXT":
+            # the faust app is built without broker_credentials (see
+            # kdstream.settings.faust_broker_credentials for the mapping)
+            raise ConfigError(
+                "kafka_security_protocol: the faust engine supports PLAINTEXT only; "
+                f"use --engine kafka with {settings.kafka_security_protocol}"
+            )
+
         stats = run_faust_processor(
             bootstrap, core, group=settings.group, batch_size=settings.batch_size,
             idle_exit_s=args.idle_exit_s,
@@ -97,7 +115,8 @@ def _cmd_processor(args: argparse.Namespace) -> int:
         from kdstream.stream._processor import KafkaProcessorLoop
 
         loop = KafkaProcessorLoop(
-            bootstrap, core, group=settings.group, batch_size=settings.batch_size
+            bootstrap, core, group=settings.group, batch_size=settings.batch_size,
+            security=kafka_client_kwargs(settings),
         )
         _stop_on_sigterm(loop.stop)
         stats = loop.run(idle_exit_s=args.idle_exit_s)
@@ -120,7 +139,7 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
         window_events=args.window_events,
         epochs=args.epochs,
     )
-    proc = TeacherProcess(cfg)
+    proc = TeacherProcess(cfg, security=kafka_client_kwargs(settings))
     _stop_on_sigterm(proc.stop)
     summary = proc.run(max_refreshes=args.max_refreshes, idle_exit_s=args.idle_exit_s)
     print(json.dumps(summary), flush=True)
@@ -141,10 +160,20 @@ def _cmd_topics(args: argparse.Namespace) -> int:
             TopicSpec(settings.soft_labels_topic, settings.partitions, compacted=True),
             TopicSpec(settings.dlq_topic, 1),
         ]
-        results = create_topics(bootstrap, specs)
+        results = create_topics(bootstrap, specs, security=kafka_client_kwargs(settings))
         print(json.dumps([asdict(r) for r in results]))
     else:
-        print(json.dumps(describe_topics(bootstrap, names), default=str))
+        described = describe_topics(bootstrap, names, security=kafka_client_kwargs(settings))
+        print(json.dumps(described, default=str))
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    settings = Settings.load(path=args.config)
+    if args.toml:
+        print(settings.to_toml(), end="")
+    else:
+        print(json.dumps(settings.to_dict(), indent=2))
     return 0
 
 
@@ -172,7 +201,7 @@ def _cmd_local(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    """Register ``processor``, ``teacher``, ``topics`` and ``local`` on ``sub``."""
+    """Register ``processor``, ``teacher``, ``topics``, ``local`` and ``settings`` on ``sub``."""
     p = sub.add_parser("processor", help="run a stream processor (Kafka -> Learner -> store)")
     _common(p)
     p.add_argument("--group", help="consumer group (env KDSTREAM_GROUP)")
@@ -211,6 +240,11 @@ def add_parsers(sub: Any) -> None:
     lc.add_argument("--redis-port", type=int)
     lc.add_argument("--wipe", action="store_true", help="down: delete the data folder")
     lc.set_defaults(func=_cmd_local)
+
+    st = sub.add_parser("settings", help="print the merged settings (secrets masked)")
+    st.add_argument("--config", type=Path, help="TOML settings file (also KDSTREAM_CONFIG)")
+    st.add_argument("--toml", action="store_true", help="as TOML instead of JSON")
+    st.set_defaults(func=_cmd_settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -63,7 +64,10 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     from kdstream.api import ApiSettings, StoreServingService, create_app
 
-    settings = ApiSettings(host=args.host, port=args.port, token=args.token)
+    settings = ApiSettings(
+        host=args.host, port=args.port, token=args.token or None,
+        read_token=args.read_token or None,
+    )
     feeder = None
     if args.demo:
         from kdstream.api._live import SyntheticFeeder, build_embedded_service
@@ -106,7 +110,8 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         base = (args.api or DEFAULT_API).rstrip("/")
         query = urllib.parse.urlencode({"k": args.k, "exclude_seen": str(exclude).lower()})
         user = urllib.parse.quote(args.user, safe="")
-        status, doc = _http("GET", f"{base}/v1/users/{user}/recommendations?{query}")
+        status, doc = _http("GET", f"{base}/v1/users/{user}/recommendations?{query}",
+                            token=args.token)
         if status != 200:
             message = doc.get("message") if isinstance(doc, dict) else doc
             raise ServiceError(f"API answered {status}: {message}")
@@ -181,7 +186,12 @@ def add_parsers(sub: Any) -> None:
                      help="with --demo: also feed synthetic events at this many per second")
     api.add_argument("--seed", type=int, default=0)
     api.add_argument("--store", help="serve from a store: memory:// or redis://host:port/db")
-    api.add_argument("--token", default=None, help="bearer token required by POST endpoints")
+    api.add_argument("--token", default=os.environ.get("KDSTREAM_API_TOKEN"),
+                     help="bearer token required by POST endpoints (env KDSTREAM_API_TOKEN; "
+                     "prefer the env var: a flag shows in ps)")
+    api.add_argument("--read-token", default=os.environ.get("KDSTREAM_API_READ_TOKEN"),
+                     help="bearer token required by GET endpoints other than /healthz and "
+                     "/metrics (env KDSTREAM_API_READ_TOKEN)")
     api.add_argument("--log-level", default="warning")
     api.set_defaults(func=_cmd_api)
 
@@ -192,13 +202,16 @@ def add_parsers(sub: Any) -> None:
     where.add_argument("--api", help=f"API base URL (default {DEFAULT_API})")
     where.add_argument("--store", help="read a store directly: redis://host:port/db")
     rec.add_argument("--include-seen", action="store_true", help="do not exclude seen items")
+    rec.add_argument("--token", default=os.environ.get("KDSTREAM_API_READ_TOKEN"),
+                     help="with --api: bearer token of reads (env KDSTREAM_API_READ_TOKEN)")
     rec.add_argument("--json", action="store_true", help="print the JSON response")
     rec.set_defaults(func=_cmd_recommend)
 
     ing = sub.add_parser("ingest", help="send JSONL events to the API")
     ing.add_argument("file", nargs="?", default="-", help="JSONL file, or - for stdin")
     ing.add_argument("--api", help=f"API base URL (default {DEFAULT_API})")
-    ing.add_argument("--token", default=None)
+    ing.add_argument("--token", default=os.environ.get("KDSTREAM_API_TOKEN"),
+                     help="bearer token of writes (env KDSTREAM_API_TOKEN)")
     ing.add_argument("--batch", type=int, default=5_000, help="records per request")
     ing.add_argument("--max-bytes", type=int, default=900_000, help="bytes per request")
     ing.add_argument("--json", action="store_true", help="print the totals as JSON")

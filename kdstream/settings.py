@@ -39,7 +39,11 @@ SECRET = "***"
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _HOST_PORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):([0-9]{1,5})$")
-_SECRETS = frozenset({"api_token"})
+_SECRETS = frozenset({"api_token", "kafka_sasl_password", "api_read_token"})
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SASL_FIELDS = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+_SSL_FIELDS = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,24 @@ class Settings:
         Where the HTTP API listens.
     api_token
         Bearer token the API requires (None: no auth). Secret: masked in repr and dumps.
+    api_read_token
+        Bearer token the API's GET endpoints require, except ``/healthz`` and ``/metrics``
+        (None: reads are open). Secret.
     batch_size
         Events per micro-batch.
     teacher_every_events, teacher_every_seconds
         Retrain the teacher after this many events, and/or after this many seconds.
     state_dir
         Where models and checkpoints are saved.
+    kafka_security_protocol
+        ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
+    kafka_sasl_mechanism, kafka_sasl_username, kafka_sasl_password
+        SASL login (``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``); all three are required
+        with a ``SASL_*`` protocol and refused otherwise. The password is a secret.
+    kafka_ssl_cafile, kafka_ssl_certfile, kafka_ssl_keyfile
+        PEM files of TLS (``SSL`` / ``SASL_SSL`` only): the CA that signed the brokers'
+        certificates, and the client's certificate and key for mutual TLS.
+        :func:`kafka_client_kwargs` maps all of these to kafka-python's arguments.
 
     Examples
     --------
@@ -111,6 +127,22 @@ class Settings:
     Env: ``KDSTREAM_TEACHER_EVERY_SECONDS`` (empty or ``none`` = None)."""
     state_dir: str = ".kdstream/state"
     """Model and checkpoint folder. Env: ``KDSTREAM_STATE_DIR``."""
+    api_read_token: str | None = None
+    """API bearer token of reads; secret. Env: ``KDSTREAM_API_READ_TOKEN`` (empty = none)."""
+    kafka_security_protocol: str = "PLAINTEXT"
+    """Env: ``KDSTREAM_KAFKA_SECURITY_PROTOCOL``."""
+    kafka_sasl_mechanism: str | None = None
+    """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``. Env: ``KDSTREAM_KAFKA_SASL_MECHANISM``."""
+    kafka_sasl_username: str | None = None
+    """Env: ``KDSTREAM_KAFKA_SASL_USERNAME``."""
+    kafka_sasl_password: str | None = None
+    """Secret. Env: ``KDSTREAM_KAFKA_SASL_PASSWORD``."""
+    kafka_ssl_cafile: str | None = None
+    """CA bundle (PEM) that verifies the brokers. Env: ``KDSTREAM_KAFKA_SSL_CAFILE``."""
+    kafka_ssl_certfile: str | None = None
+    """Client certificate (PEM, mutual TLS). Env: ``KDSTREAM_KAFKA_SSL_CERTFILE``."""
+    kafka_ssl_keyfile: str | None = None
+    """Client key (PEM, mutual TLS). Env: ``KDSTREAM_KAFKA_SSL_KEYFILE``."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -143,8 +175,10 @@ class Settings:
             value = getattr(self, name)
             if not value.strip():
                 raise ConfigError(f"{name}: expected a non-empty string, got {value!r}")
-        if self.api_token is not None and not self.api_token:
-            raise ConfigError("api_token: expected a non-empty string or None, got ''")
+        for name in ("api_token", "api_read_token"):
+            if getattr(self, name) == "":
+                raise ConfigError(f"{name}: expected a non-empty string or None, got ''")
+        _check_kafka_security(self)
         seconds = self.teacher_every_seconds
         if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
             raise ConfigError(
@@ -247,7 +281,9 @@ def make_store(settings: Settings) -> Store:
 # validation helpers
 # --------------------------------------------------------------------------------------------
 _INT_FIELDS = frozenset({"partitions", "api_port", "batch_size", "teacher_every_events"})
-_OPTIONAL = frozenset({"api_token", "teacher_every_seconds"})
+_OPTIONAL = frozenset(
+    {"api_token", "api_read_token", "teacher_every_seconds", *_SASL_FIELDS, *_SSL_FIELDS}
+)
 
 
 def _check_type(name: str, value: Any) -> None:
@@ -265,6 +301,104 @@ def _check_type(name: str, value: Any) -> None:
     if not ok:
         shown = SECRET if name in _SECRETS else repr(value)
         raise ConfigError(f"{name}: expected {expected}, got {shown} ({type(value).__name__})")
+
+
+def _check_kafka_security(s: Settings) -> None:
+    protocol = s.kafka_security_protocol
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"kafka_security_protocol: expected one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, "
+            f"got {protocol!r}"
+        )
+    sasl = protocol.startswith("SASL_")
+    for name in _SASL_FIELDS:
+        value = getattr(s, name)
+        if sasl and not value:
+            raise ConfigError(f"{name}: required with kafka_security_protocol={protocol}")
+        if not sasl and value is not None:
+            raise ConfigError(
+                f"{name}: only used with kafka_security_protocol SASL_PLAINTEXT or SASL_SSL, "
+                f"not {protocol}"
+            )
+    if sasl and s.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+        raise ConfigError(
+            f"kafka_sasl_mechanism: expected one of {', '.join(KAFKA_SASL_MECHANISMS)}, "
+            f"got {s.kafka_sasl_mechanism!r}"
+        )
+    tls = protocol in ("SSL", "SASL_SSL")
+    for name in _SSL_FIELDS:
+        value = getattr(s, name)
+        if value is None:
+            continue
+        if not tls:
+            raise ConfigError(
+                f"{name}: only used with kafka_security_protocol SSL or SASL_SSL, not {protocol}"
+            )
+        if not Path(value).is_file():
+            raise ConfigError(f"{name}: no such file {value!r}")
+    if s.kafka_ssl_keyfile is not None and s.kafka_ssl_certfile is None:
+        raise ConfigError("kafka_ssl_keyfile: needs kafka_ssl_certfile (the client certificate)")
+
+
+def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """kafka-python constructor arguments of the security settings (``{}`` for PLAINTEXT).
+
+    Every client kdstream builds (producers, consumers, the admin client) takes them as
+    extra keyword arguments. The result holds the SASL password: never log it.
+
+    Examples
+    --------
+    >>> s = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN",
+    ...              kafka_sasl_username="kd", kafka_sasl_password="pw")
+    >>> sorted(kafka_client_kwargs(s))
+    ['sasl_mechanism', 'sasl_plain_password', 'sasl_plain_username', 'security_protocol']
+    >>> kafka_client_kwargs(Settings())
+    {}
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    out: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        # kafka-python names them sasl_plain_* for SCRAM too
+        out["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        out["sasl_plain_username"] = settings.kafka_sasl_username
+        out["sasl_plain_password"] = settings.kafka_sasl_password
+    for name in _SSL_FIELDS:
+        value = getattr(settings, name)
+        if value is not None:
+            out[name.removeprefix("kafka_")] = value
+    return out
+
+
+def faust_broker_credentials(settings: Settings) -> Any:
+    """faust's ``broker_credentials`` for the security settings (None for PLAINTEXT).
+
+    ``SSL`` -> ``faust.SSLCredentials``; ``SASL_*`` -> ``faust.SASLCredentials`` (with a TLS
+    context for ``SASL_SSL``). Imports faust and ssl lazily.
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    import ssl
+
+    import faust
+
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=settings.kafka_ssl_cafile
+        )
+        if settings.kafka_ssl_certfile is not None:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=context,
+    )
 
 
 def _check_broker(broker: str) -> None:
@@ -327,4 +461,13 @@ def _read_toml(path: Path, names: set[str]) -> dict[str, Any]:
     return data
 
 
-__all__ = ["CONFIG_ENV", "ENV_PREFIX", "Settings", "make_store"]
+__all__ = [
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "KAFKA_SASL_MECHANISMS",
+    "KAFKA_SECURITY_PROTOCOLS",
+    "Settings",
+    "faust_broker_credentials",
+    "kafka_client_kwargs",
+    "make_store",
+]

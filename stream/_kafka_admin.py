@@ -119,7 +119,9 @@ class TopicResult:
 
 
 @contextlib.contextmanager
-def _admin(bootstrap: str, timeout_s: float) -> Iterator[Any]:
+def _admin(
+    bootstrap: str, timeout_s: float, security: Mapping[str, Any] | None = None
+) -> Iterator[Any]:
     from kafka import KafkaAdminClient  # lazy: importing kdstream.stream needs no broker client
     from kafka.errors import KafkaError
 
@@ -129,6 +131,7 @@ def _admin(bootstrap: str, timeout_s: float) -> Iterator[Any]:
             bootstrap_servers=bootstrap_servers(bootstrap),
             client_id="kdstream-admin",
             request_timeout_ms=ms,
+            **(security or {}),
         )
     except KafkaError as exc:
         raise ServiceError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
@@ -212,14 +215,20 @@ def _wait_described(admin: Any, name: str, timeout_s: float) -> dict[str, Any]:
 
 
 def describe_topics(
-    bootstrap: str, names: Sequence[str], *, timeout_s: float = 10.0
+    bootstrap: str,
+    names: Sequence[str],
+    *,
+    timeout_s: float = 10.0,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Describe topics: ``{name: {"exists", "partitions", "replication_factor",
     "leaders_known", "configs", "overrides"}}`` (only ``exists: False`` for a missing topic).
 
     ``configs`` holds every effective topic config; ``overrides`` only those set on the topic.
+    ``security``: extra ``KafkaAdminClient`` arguments (SASL/TLS, see
+    ``kdstream.settings.kafka_client_kwargs``).
     """
-    with _admin(bootstrap, timeout_s) as admin:
+    with _admin(bootstrap, timeout_s, security) as admin:
         return _describe(admin, names)
 
 
@@ -229,6 +238,7 @@ def create_topics(
     *,
     strict: bool = True,
     timeout_s: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[TopicResult]:
     """Create each topic unless it exists; check existing ones against their spec.
 
@@ -236,12 +246,13 @@ def create_topics(
     ``TopicResult.mismatches``; with ``strict`` (the default) any mismatch raises
     ``ServiceError`` naming them all (Kafka cannot shrink partitions, and growing them would
     move keys between partitions, so kdstream never alters a topic behind your back).
+    ``security``: extra ``KafkaAdminClient`` arguments (SASL/TLS).
     """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     results: list[TopicResult] = []
-    with _admin(bootstrap, timeout_s) as admin:
+    with _admin(bootstrap, timeout_s, security) as admin:
         for spec in specs:
             # One request per topic: kafka-python raises on the first error of a batch, which
             # would hide whether the other topics of the batch were created.
@@ -282,11 +293,17 @@ def create_topics(
     return results
 
 
-def delete_topics(bootstrap: str, names: Sequence[str], *, timeout_s: float = 30.0) -> None:
+def delete_topics(
+    bootstrap: str,
+    names: Sequence[str],
+    *,
+    timeout_s: float = 30.0,
+    security: Mapping[str, Any] | None = None,
+) -> None:
     """Delete topics (missing ones are ignored); for tests and ``local down``-style cleanup."""
     from kafka.errors import UnknownTopicOrPartitionError
 
-    with _admin(bootstrap, timeout_s) as admin:
+    with _admin(bootstrap, timeout_s, security) as admin:
         for name in names:
             with contextlib.suppress(UnknownTopicOrPartitionError):
                 admin.delete_topics([name], timeout_ms=int(timeout_s * 1000))

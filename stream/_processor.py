@@ -45,9 +45,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -797,6 +797,9 @@ class KafkaProcessorLoop:
     producer
         For dead letters: an object with ``send(topic, value, key=...)`` and ``flush()``
         (default: a :class:`~kdstream.stream._kafka_producer.KafkaEventProducer`).
+    security
+        Extra kafka-python arguments of every client built here (SASL/TLS; see
+        ``kdstream.settings.kafka_client_kwargs``).
     """
 
     def __init__(
@@ -808,6 +811,7 @@ class KafkaProcessorLoop:
         batch_size: int = 1000,
         poll_timeout_ms: int = 200,
         producer: object | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         from kafka import KafkaConsumer
 
@@ -819,7 +823,8 @@ class KafkaProcessorLoop:
         self.batch_size = batch_size
         self.poll_timeout_ms = poll_timeout_ms
         servers = bootstrap_servers(bootstrap)
-        self.producer = producer or KafkaEventProducer(servers, linger_ms=0)
+        sec = dict(security or {})
+        self.producer = producer or KafkaEventProducer(servers, linger_ms=0, **sec)
         core._dead_letter = self._send_dead
         core.flush_dead_letters = self.producer.flush  # type: ignore[attr-defined]
         self.consumer = KafkaConsumer(
@@ -835,12 +840,14 @@ class KafkaProcessorLoop:
             # SIGKILLed member's partitions unassigned that long
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
+            **sec,
         )
         self.soft = KafkaConsumer(
             bootstrap_servers=servers,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **sec,
         )
         self._soft_assigned = False
         self.assigned = False

@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,19 @@ class TeacherProcessConfig:
 
 
 class TeacherProcess:
-    """Consume, window, train, publish, save; see the module docstring."""
+    """Consume, window, train, publish, save; see the module docstring.
 
-    def __init__(self, config: TeacherProcessConfig, producer: Any | None = None) -> None:
+    ``security``: extra kafka-python arguments of the consumer and the default producer
+    (SASL/TLS; see ``kdstream.settings.kafka_client_kwargs``).
+    """
+
+    def __init__(
+        self,
+        config: TeacherProcessConfig,
+        producer: Any | None = None,
+        *,
+        security: Mapping[str, Any] | None = None,
+    ) -> None:
         from kafka import KafkaConsumer
 
         from ._kafka_admin import bootstrap_servers
@@ -89,7 +100,8 @@ class TeacherProcess:
             dim=cfg.dim, n_heads=2, epochs=cfg.epochs, top_m=cfg.top_m, device="cpu",
             window_events=cfg.window_events,
         )
-        self.producer = producer or KafkaEventProducer(servers)
+        sec = dict(security or {})
+        self.producer = producer or KafkaEventProducer(servers, **sec)
         self.consumer = KafkaConsumer(
             cfg.events_topic,
             bootstrap_servers=servers,
@@ -98,6 +110,7 @@ class TeacherProcess:
             auto_offset_reset="earliest",
             max_poll_records=5000,
             session_timeout_ms=10_000,
+            **sec,
         )
         self.users = Vocab()
         self.items = Vocab()

@@ -127,22 +127,33 @@ def create_app(service: ServingService, settings: ApiSettings | None = None) -> 
         return JSONResponse({"error": "unavailable", "message": str(exc)}, 503)
 
     # ------------------------------------------------------------------ auth
-    def require_token(request: Request) -> None:
-        if cfg.token is None:
-            return
+    def _check_bearer(request: Request, accepted: list[str]) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
             raise ApiError(401, "unauthorized", "a bearer token is required",
                            {"WWW-Authenticate": "Bearer"})
-        if not secrets.compare_digest(given.strip().encode(), cfg.token.encode()):
+        offered = given.strip().encode()
+        # compare against every token (no early exit): timing tells nothing about which
+        ok = [secrets.compare_digest(offered, t.encode()) for t in accepted]
+        if not any(ok):
             raise ApiError(403, "forbidden", "the bearer token is not valid")
+
+    def require_token(request: Request) -> None:
+        if cfg.token is not None:
+            _check_bearer(request, [cfg.token])
+
+    def require_read_token(request: Request) -> None:
+        if cfg.read_token is not None:
+            # the write token grants reads too
+            _check_bearer(request, [t for t in (cfg.read_token, cfg.token) if t is not None])
 
     # ------------------------------------------------------------------ routes
     @app.get(
         "/v1/users/{user}/recommendations",
         response_model=RecommendationOut,
-        responses=errors,
+        responses={**errors, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}},
+        dependencies=[Depends(require_read_token)],
         summary="Top-k items for a user (popular items for an unknown user)",
     )
     def recommendations(
@@ -218,7 +229,8 @@ def create_app(service: ServingService, settings: ApiSettings | None = None) -> 
         )
         return PlainTextResponse(text, media_type=PROMETHEUS_CONTENT_TYPE)
 
-    @app.get("/v1/stats", summary="A snapshot for the dashboard")
+    @app.get("/v1/stats", summary="A snapshot for the dashboard",
+             dependencies=[Depends(require_read_token)])
     def stats() -> dict[str, Any]:
         out = service.stats()
         p50, p99 = rec_latency.quantile(0.5), rec_latency.quantile(0.99)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from kdstream.errors import ConfigError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ApiSettings:
     """What the HTTP layer enforces and how the services answer.
 
@@ -16,7 +16,12 @@ class ApiSettings:
     host, port
         Where ``kdstream api`` listens (loopback by default: nothing is exposed by accident).
     token
-        Bearer token that ``POST`` endpoints require when set (``None`` = open).
+        Bearer token that ``POST`` endpoints require when set (``None`` = open). It also
+        grants reads.
+    read_token
+        Bearer token that ``GET`` endpoints require when set, except ``/healthz`` and
+        ``/metrics`` (probes and scrapers carry no token) and the static dashboard page and
+        OpenAPI documents (they hold no data). ``None`` = reads are open.
     max_body_bytes
         Largest accepted request body; larger ones get 413.
     max_k
@@ -40,6 +45,7 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     token: str | None = None
+    read_token: str | None = None
     max_body_bytes: int = 1 << 20
     max_k: int = 1000
     max_records: int = 10_000
@@ -57,8 +63,21 @@ class ApiSettings:
         for name in ("cold_start_half_life_s", "teacher_stale_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"ApiSettings.{name}: expected > 0, got {getattr(self, name)!r}")
-        if self.token is not None and not self.token.strip():
-            raise ConfigError("ApiSettings.token: expected a non-empty string or None")
+        for name in ("token", "read_token"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                raise ConfigError(f"ApiSettings.{name}: expected a non-empty string or None")
+
+    def __repr__(self) -> str:
+        # the tokens are secrets: never in a log line or a traceback
+        shown = {
+            "token": None if self.token is None else "***",
+            "read_token": None if self.read_token is None else "***",
+        }
+        body = ", ".join(
+            f"{k}={shown.get(k, v)!r}" for k, v in self.__dict__.items()
+        )
+        return f"ApiSettings({body})"
 
 
 __all__ = ["ApiSettings"]

@@ -1,0 +1,372 @@
+"""Security settings: Kafka SASL/TLS passed to every client, the API's read token, Redis TLS
+and passwords, and no secret in any log line, dump or error message."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kdstream import cli_runtime
+from kdstream.api import ApiSettings, StoreServingService, create_app
+from kdstream.errors import ConfigError, ServiceError
+from kdstream.settings import Settings, faust_broker_credentials, kafka_client_kwargs, make_store
+from kdstream.stream import MemoryStore, Record
+from kdstream.stream._redis_store import RedisStore
+
+ROOT = Path(__file__).resolve().parents[1]
+KAFKA_PW = "kafka-pw-4f2a9c"
+REDIS_PW = "redis-pw-77b1e0"
+API_PW = "api-token-1c9d33"
+
+SASL = {
+    "kafka_security_protocol": "SASL_PLAINTEXT",
+    "kafka_sasl_mechanism": "SCRAM-SHA-256",
+    "kafka_sasl_username": "kd",
+    "kafka_sasl_password": KAFKA_PW,
+}
+
+
+def _sasl_env(**extra: str) -> dict[str, str]:
+    env = {f"KDSTREAM_{k.upper()}": v for k, v in SASL.items()}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    return path
+
+
+# ------------------------------------------------------------------------------ settings
+def test_security_settings_from_env_and_kwargs(pem: Path) -> None:
+    env = _sasl_env(
+        KDSTREAM_KAFKA_SECURITY_PROTOCOL="SASL_SSL", KDSTREAM_KAFKA_SSL_CAFILE=str(pem)
+    )
+    s = Settings.load(env=env)
+    assert kafka_client_kwargs(s) == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "kd",
+        "sasl_plain_password": KAFKA_PW,
+        "ssl_cafile": str(pem),
+    }
+    tls = Settings(
+        kafka_security_protocol="SSL", kafka_ssl_cafile=str(pem), kafka_ssl_certfile=str(pem),
+        kafka_ssl_keyfile=str(pem),
+    )
+    assert kafka_client_kwargs(tls) == {
+        "security_protocol": "SSL", "ssl_cafile": str(pem), "ssl_certfile": str(pem),
+        "ssl_keyfile": str(pem),
+    }
+    assert kafka_client_kwargs(Settings()) == {}
+
+
+def test_kafka_client_kwargs_are_kafka_python_arguments() -> None:
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    s = Settings(**SASL)
+    for cls in (KafkaProducer, KafkaConsumer, KafkaAdminClient):
+        assert set(kafka_client_kwargs(s)) <= set(cls.DEFAULT_CONFIG), cls
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
+        ({**SASL, "kafka_sasl_mechanism": "GSSAPI"}, "kafka_sasl_mechanism"),
+        ({**SASL, "kafka_sasl_mechanism": None}, "kafka_sasl_mechanism"),
+        ({**SASL, "kafka_sasl_username": None}, "kafka_sasl_username"),
+        ({**SASL, "kafka_sasl_password": ""}, "kafka_sasl_password"),
+        ({"kafka_sasl_username": "kd"}, "kafka_sasl_username"),
+        ({"kafka_ssl_cafile": "/etc/hosts"}, "kafka_ssl_cafile"),
+        ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "/nope.pem"}, "kafka_ssl_cafile"),
+        ({"api_read_token": ""}, "api_read_token"),
+    ],
+)
+def test_bad_security_settings_name_the_field(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named) as info:
+        Settings(**fields)
+    assert KAFKA_PW not in str(info.value)
+
+
+def test_keyfile_needs_certfile(pem: Path) -> None:
+    with pytest.raises(ConfigError, match="kafka_ssl_keyfile"):
+        Settings(kafka_security_protocol="SSL", kafka_ssl_keyfile=str(pem))
+
+
+def test_secrets_masked_in_repr_dict_and_toml() -> None:
+    s = Settings(
+        store=f"rediss://kd:{REDIS_PW}@127.0.0.1:6380/0", api_token=API_PW,
+        api_read_token=API_PW + "r", **SASL,
+    )
+    for text in (repr(s), str(s.to_dict()), s.to_toml()):
+        for secret in (KAFKA_PW, REDIS_PW, API_PW):
+            assert secret not in text
+    assert s.to_dict()["kafka_sasl_password"] == "***"
+    assert s.to_dict()["store"] == "rediss://kd:***@127.0.0.1:6380/0"
+    full = s.to_dict(secrets=True)
+    assert full["kafka_sasl_password"] == KAFKA_PW
+    assert Settings.load(full, env={}) == s  # the unmasked dump round-trips
+
+
+def test_faust_broker_credentials() -> None:
+    assert faust_broker_credentials(Settings()) is None
+    creds = faust_broker_credentials(Settings(**SASL))
+    assert type(creds).__name__ == "SASLCredentials"
+    assert creds.username == "kd" and creds.password == KAFKA_PW
+    assert str(creds.mechanism.value) == "SCRAM-SHA-256"
+    assert KAFKA_PW not in repr(creds)
+
+
+# ------------------------------------------------------------------------------ clients
+class _Recorder:
+    """Stands in for a kafka-python class: records constructor kwargs, does nothing."""
+
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]], name: str, default: Any) -> None:
+        self.calls, self.name, self.DEFAULT_CONFIG = calls, name, default
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((self.name, kwargs))
+        return _FakeClient()
+
+
+class _FakeClient:
+    def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
+        return []
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def kafka_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    import kafka
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+    for name in ("KafkaProducer", "KafkaConsumer", "KafkaAdminClient"):
+        real = getattr(kafka, name)
+        monkeypatch.setattr(kafka, name, _Recorder(calls, name, real.DEFAULT_CONFIG))
+    return calls
+
+
+def _has_sasl(kwargs: dict[str, Any]) -> bool:
+    want = kafka_client_kwargs(Settings(**SASL))
+    return all(kwargs.get(k) == v for k, v in want.items())
+
+
+def test_processor_loop_passes_security_to_every_client(
+    kafka_calls: list[tuple[str, dict[str, Any]]],
+) -> None:
+    from kdstream.stream._processor import KafkaProcessorLoop, ProcessorCore
+
+    sec = kafka_client_kwargs(Settings(**SASL))
+    KafkaProcessorLoop("127.0.0.1:9092", ProcessorCore(MemoryStore()), security=sec)
+    names = sorted(name for name, _ in kafka_calls)
+    assert names == ["KafkaConsumer", "KafkaConsumer", "KafkaProducer"]
+    assert all(_has_sasl(kw) for _, kw in kafka_calls), kafka_calls
+
+
+def test_teacher_process_passes_security(
+    kafka_calls: list[tuple[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    from kdstream.stream._teacher_process import TeacherProcess, TeacherProcessConfig
+
+    sec = kafka_client_kwargs(Settings(**SASL))
+    TeacherProcess(TeacherProcessConfig("127.0.0.1:9092", state_dir=tmp_path), security=sec)
+    assert sorted(n for n, _ in kafka_calls) == ["KafkaConsumer", "KafkaProducer"]
+    assert all(_has_sasl(kw) for _, kw in kafka_calls), kafka_calls
+
+
+def test_cli_topics_passes_env_security_to_the_admin_client(
+    kafka_calls: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in _sasl_env().items():
+        monkeypatch.setenv(key, value)
+    assert cli_runtime.main(["topics", "describe", "--broker", "kafka://127.0.0.1:9092"]) == 0
+    assert [n for n, _ in kafka_calls] == ["KafkaAdminClient"]
+    assert _has_sasl(kafka_calls[0][1])
+    out = capsys.readouterr()
+    assert KAFKA_PW not in out.out + out.err
+
+
+def test_cli_faust_engine_refuses_sasl(
+    kafka_calls: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in _sasl_env().items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="faust engine supports PLAINTEXT only"):
+        cli_runtime.main(["processor", "--engine", "faust", "--broker", "kafka://h:9092"])
+
+
+# ------------------------------------------------------------------------------ the API
+def _call(app: Any, method: str, url: str, token: str | None = None, **kw: Any) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def go() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return (await client.request(method, url, headers=headers, **kw)).status_code
+
+    return asyncio.run(go())
+
+
+def test_api_read_token_guards_reads_but_not_probes() -> None:
+    app = create_app(
+        StoreServingService(MemoryStore()), ApiSettings(token="w-tok", read_token="r-tok")
+    )
+    rec = "/v1/users/u1/recommendations"
+    for url in (rec, "/v1/stats"):
+        assert _call(app, "GET", url) == 401
+        assert _call(app, "GET", url, "wrong") == 403
+        assert _call(app, "GET", url, "r-tok") == 200
+        assert _call(app, "GET", url, "w-tok") == 200  # the write token grants reads
+    assert _call(app, "GET", "/healthz") == 200
+    assert _call(app, "GET", "/metrics") == 200
+    one = [{"user": "u1", "item": "i1", "ts": 1}]
+    assert _call(app, "POST", "/v1/events", "r-tok", json=one) == 403  # reads only
+
+
+def test_api_reads_open_without_read_token() -> None:
+    app = create_app(StoreServingService(MemoryStore()), ApiSettings(token="w-tok"))
+    assert _call(app, "GET", "/v1/users/u1/recommendations") == 200
+
+
+def test_api_settings_repr_masks_tokens() -> None:
+    text = repr(ApiSettings(token=API_PW, read_token=API_PW + "r"))
+    assert API_PW not in text and "token='***'" in text
+    with pytest.raises(ConfigError, match="read_token"):
+        ApiSettings(read_token=" ")
+
+
+# ------------------------------------------------------------------------------ Redis
+def test_rediss_url_makes_a_tls_connection_pool() -> None:
+    import redis
+
+    store = make_store(Settings(store=f"rediss://kd:{REDIS_PW}@127.0.0.1:6380/2"))
+    assert isinstance(store, RedisStore)
+    pool = store._client.connection_pool
+    assert issubclass(pool.connection_class, redis.SSLConnection)
+    kwargs = pool.connection_kwargs
+    assert kwargs["password"] == REDIS_PW and kwargs["username"] == "kd" and kwargs["db"] == 2
+    assert REDIS_PW not in repr(store)
+    plain = RedisStore(f"redis://:{REDIS_PW}@127.0.0.1:6379/0")
+    assert not issubclass(plain._client.connection_pool.connection_class, redis.SSLConnection)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Iterator[int]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", REDIS_PW,
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server --requirepass did not start on {port}")
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _chain(exc: BaseException | None) -> str:
+    parts = []
+    while exc is not None:
+        parts.append(f"{type(exc).__name__}: {exc} {exc.args!r}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def test_no_secret_in_logs_when_the_store_refuses_the_password(
+    password_redis: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    from kdstream.stream._processor import ProcessorConfig, ProcessorCore
+
+    url = f"redis://:{REDIS_PW}@127.0.0.1:{password_redis}/0"
+    wrong = RedisStore(f"redis://kd:wrong-{REDIS_PW}@127.0.0.1:{password_redis}/0", retries=0)
+    with pytest.raises(ServiceError) as refused:
+        wrong.ping()
+    assert REDIS_PW not in _chain(refused.value) and ":***@" in str(refused.value)
+
+    caplog.set_level(logging.DEBUG)
+    store = RedisStore(url, retries=0)
+    core = ProcessorCore(
+        store, ProcessorConfig(write_retries=3, retry_backoff_s=0.01), sleep=lambda _s: None
+    )
+    core.assign([0])
+    # the password is rotated on the server and the connections dropped: every write now
+    # fails authentication with the password in the store URL
+    admin = redis.Redis.from_url(url)
+    admin.config_set("requirepass", "rotated-" + REDIS_PW)
+    admin.client_kill_filter(_type="normal", skipme=False)
+    record = Record("kd.events", 0, 0, None, b'{"user":"u1","item":"i1","ts":1}', 0.0)
+    with pytest.raises(ServiceError) as info:
+        core.process([record])
+    assert "failed 3 times" in str(info.value)
+    assert "authentication failed" in str(info.value)
+    assert "store write failed" in caplog.text  # the retries were logged ...
+    assert REDIS_PW not in caplog.text  # ... without the password
+    assert REDIS_PW not in _chain(info.value)
+
+
+def test_cli_settings_dump_and_startup_log_hold_no_secret(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        **_sasl_env(),
+        "KDSTREAM_STORE": f"rediss://kd:{REDIS_PW}@127.0.0.1:6380/0",
+        "KDSTREAM_API_TOKEN": API_PW,
+        "KDSTREAM_API_READ_TOKEN": API_PW + "r",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdstream", "settings"], cwd=ROOT, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"kafka_sasl_password": "***"' in proc.stdout
+    for secret in (KAFKA_PW, REDIS_PW, API_PW):
+        assert secret not in proc.stdout + proc.stderr
+    # the processor/teacher commands log their settings at start-up
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    caplog.set_level(logging.INFO)
+    settings = cli_runtime._settings(argparse.Namespace(broker="kafka://127.0.0.1:9092"))
+    assert settings.kafka_sasl_password == KAFKA_PW
+    assert "kafka_sasl_password='***'" in caplog.text
+    for secret in (KAFKA_PW, REDIS_PW, API_PW):
+        assert secret not in caplog.text
