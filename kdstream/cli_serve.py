@@ -66,7 +66,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     settings = ApiSettings(
         host=args.host, port=args.port, token=args.token or None,
-        read_token=args.read_token or None,
+        read_token=args.read_token or None, teacher_stale_s=args.teacher_stale_s,
     )
     feeder = None
     if args.demo:
@@ -78,7 +78,9 @@ def _cmd_api(args: argparse.Namespace) -> int:
             feeder = SyntheticFeeder(service, rate=args.rate, seed=args.seed)
             feeder.start()
     elif args.store:
-        service = StoreServingService(_open_store(args.store))
+        service = StoreServingService(
+            _open_store(args.store), teacher_stale_s=settings.teacher_stale_s
+        )
     else:
         raise ConfigError("kdstream api: give --demo (embedded runtime) or --store URL")
     app = create_app(service, settings)
@@ -192,6 +194,8 @@ def add_parsers(sub: Any) -> None:
     api.add_argument("--read-token", default=os.environ.get("KDSTREAM_API_READ_TOKEN"),
                      help="bearer token required by GET endpoints other than /healthz and "
                      "/metrics (env KDSTREAM_API_READ_TOKEN)")
+    api.add_argument("--teacher-stale-s", type=float, default=3_600.0,
+                     help="/healthz reports 'degraded' when the teacher is older than this")
     api.add_argument("--log-level", default="warning")
     api.set_defaults(func=_cmd_api)
 

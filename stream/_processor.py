@@ -400,6 +400,7 @@ class ProcessorCore:
         self._batches_since_sync = 0
         self._last_sync = clock()
         self.soft_labels: dict[str, SoftLabels] = {}  # latest per key (the "table")
+        self.teacher_seen_at = 0.0  # epoch seconds the current teacher version arrived
         self._synced_once = False
 
     @property
@@ -448,6 +449,7 @@ class ProcessorCore:
         """Feed decoded soft labels to the Learner (users are added; unknown items -> -1)."""
         for s in labels:
             self.soft_labels[s.key] = s
+        before = self.learner.teacher_version
         groups: dict[tuple[int, bool, float, float], list[SoftLabels]] = {}
         for s in labels:
             # a tiny temperature would blow the clipped logits up past float32 again
@@ -491,6 +493,9 @@ class ProcessorCore:
             )
             n += k
         self.stats.soft_labels_applied += n
+        if self.learner.teacher_version > before:
+            # wall time a new teacher version arrived: the API's /healthz reports its age
+            self.teacher_seen_at = time.time()
         return n
 
     # ----------------------------------------------------------------- items
@@ -704,11 +709,18 @@ class ProcessorCore:
             if prior is None or e.ts > prior:
                 last_ts[e.user] = e.ts
         q = st.query_vectors(uniq, st.hist[uniq])
+        versions = {"student": st.step}
+        if self.learner.teacher_version:
+            # read-only figures of distillation for the API's /healthz and the fault tests
+            # (left out before any soft label, so a fresh processor does not reset them)
+            versions["teacher"] = self.learner.teacher_version
+            versions["teacher_seen_at"] = int(self.teacher_seen_at)
+            versions["kd_alpha_ppm"] = round(self.learner.last_alpha * 1e6)
         return StoreBatch(
             user_vectors={uid[u]: q[j] for j, u in enumerate(uniq.tolist())},
             seen=seen,
             last_event_ts=last_ts,
-            versions={"student": st.step},
+            versions=versions,
         )
 
     def _write(self, batch: StoreBatch) -> None:

@@ -534,8 +534,10 @@ class StoreServingService:
         sink: EventSink | None = None,
         events_topic: str = "kd.events",
         dlq_topic: str = DEFAULT_DLQ_TOPIC,
+        teacher_stale_s: float = 3_600.0,
     ) -> None:
         self.store = store
+        self.teacher_stale_s = teacher_stale_s
         self.sink = sink
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
@@ -579,9 +581,22 @@ class StoreServingService:
         checks = {
             "broker": {"ok": True, "kind": "producer" if self.sink is not None else "none"},
             "store": {"ok": ok, "kind": type(self.store).__name__, "error": error},
-            "teacher": {"ok": True, "version": int(versions.get("teacher", 0)), "age_s": None},
+            "teacher": self._teacher_check(versions),
         }
-        return {"status": "ok" if ok else "down", "checks": checks}
+        status = "ok" if checks["teacher"]["ok"] else "degraded"
+        return {"status": status if ok else "down", "checks": checks}
+
+    def _teacher_check(self, versions: dict[str, int]) -> dict[str, Any]:
+        """The teacher's age: wall seconds since a processor first applied the current
+        version's soft labels (``teacher_seen_at``); unknown (and ok) before any label."""
+        seen_at = versions.get("teacher_seen_at", 0)
+        age = max(time.time() - seen_at, 0.0) if seen_at else None
+        return {
+            "ok": age is None or age <= self.teacher_stale_s,
+            "version": int(versions.get("teacher", 0)),
+            "age_s": age,
+            "stale_after_s": self.teacher_stale_s,
+        }
 
     def stats(self) -> dict[str, Any]:
         versions = self.store.versions()

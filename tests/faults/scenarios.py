@@ -501,3 +501,133 @@ def scenario_redis_restart(
         outage=outage,
     )
     return result
+
+
+# ------------------------------------------------------------------------------ the teacher
+class Teacher:
+    """``kdstream teacher`` in a subprocess, refreshing every ``every_s`` seconds (logs to a
+    file); its state (model, window) lives under ``state_dir`` across restarts."""
+
+    def __init__(
+        self, cluster: FaultCluster, topics: Topics, prefix: str, state_dir: Path,
+        log_dir: Path, every_s: float = 2.0,
+    ) -> None:
+        self.log_path = log_dir / f"teacher-{time.monotonic_ns()}.log"
+        cmd = [
+            sys.executable, "-m", "kdstream.cli_runtime", "teacher",
+            "--broker", f"kafka://{cluster.bootstrap}", "--events-topic", topics.events,
+            "--soft-labels-topic", topics.soft, "--dlq-topic", topics.dlq,
+            "--teacher-group", f"{prefix}-teacher", "--state-dir", str(state_dir),
+            "--teacher-every-events", "100000000", "--teacher-every-seconds", str(every_s),
+            "--window-events", "5000", "--epochs", "1",
+        ]
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _versions(cluster: FaultCluster, prefix: str) -> dict[str, int]:
+    try:
+        return store_of(cluster, prefix).versions()
+    except Exception:  # a transient store error reads as "nothing yet"
+        return {}
+
+
+def wait_teacher_version(
+    cluster: FaultCluster, prefix: str, beyond: int, timeout: float = 180,
+    samples: list[tuple[float, int, int]] | None = None,
+) -> float:
+    """Seconds until the store's teacher version passes ``beyond`` (inf on timeout);
+    ``samples`` collects ``(time, teacher version, kd_alpha_ppm)`` meanwhile."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        v = _versions(cluster, prefix)
+        if samples is not None:
+            samples.append((time.monotonic(), v.get("teacher", 0), v.get("kd_alpha_ppm", 0)))
+        if v.get("teacher", 0) > beyond:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    return float("inf")
+
+
+def scenario_teacher_outage(
+    cluster: FaultCluster, prefix: str, log_dir: Path, every_s: float = 2.0,
+    down_intervals: int = 5, rate: float = 300,
+) -> ScenarioResult:
+    """The teacher SIGKILLed after two refreshes and kept down ``down_intervals`` refresh
+    intervals under load, then restarted: the student keeps learning (applied offsets
+    advance), the soft labels' mixing weight (``kd_alpha_ppm``) fades, ``/healthz`` turns
+    ``degraded`` (teacher too old), and a new teacher version reaches the store after the
+    restart (``recovery_s``: restart -> new version in the store)."""
+    from kdstream.api import StoreServingService
+
+    topics = make_topics(cluster.bootstrap, prefix)
+    state_dir = log_dir / f"teacher-state-{prefix}"
+    load = Load(cluster.bootstrap, topics.events, rate)
+    proc = Processor(cluster, prefix, topics, log_dir)
+    teacher = Teacher(cluster, topics, prefix, state_dir, log_dir, every_s)
+    load.start()
+    before: list[tuple[float, int, int]] = []
+    during: list[tuple[float, int, int]] = []
+    after: list[tuple[float, int, int]] = []
+    health: dict[str, Any] = {}
+    try:
+        wait_progress(cluster, prefix, topics, 0)
+        if wait_teacher_version(cluster, prefix, 1, samples=before) == float("inf"):
+            raise AssertionError(f"no second teacher version; teacher log:\n{teacher.log()}")
+        time.sleep(every_s)  # labels of the latest version are in use
+        before.append((time.monotonic(), *(_versions(cluster, prefix).get(k, 0)
+                                            for k in ("teacher", "kd_alpha_ppm"))))
+        teacher.kill()
+        v_kill = _versions(cluster, prefix).get("teacher", 0)
+        applied_kill = counts(cluster, prefix, topics)["applied"]
+        t_kill = time.monotonic()
+        while time.monotonic() - t_kill < down_intervals * every_s:
+            v = _versions(cluster, prefix)
+            during.append((time.monotonic(), v.get("teacher", 0), v.get("kd_alpha_ppm", 0)))
+            time.sleep(0.25)
+        applied_down = counts(cluster, prefix, topics)["applied"]
+        service = StoreServingService(store_of(cluster, prefix), teacher_stale_s=2 * every_s)
+        health = service.health()
+        teacher = Teacher(cluster, topics, prefix, state_dir, log_dir, every_s)
+        recovery = wait_teacher_version(cluster, prefix, v_kill, samples=after)
+        # distillation resumes: labels of the new version mix in again
+        deadline = time.monotonic() + 10 * every_s
+        while time.monotonic() < deadline and not any(a > 0 for _t, v, a in after if v > v_kill):
+            v = _versions(cluster, prefix)
+            after.append((time.monotonic(), v.get("teacher", 0), v.get("kd_alpha_ppm", 0)))
+            time.sleep(0.2)
+        health_after = StoreServingService(
+            store_of(cluster, prefix), teacher_stale_s=2 * every_s
+        ).health()
+    finally:
+        load.finish()
+        teacher.kill()
+    result = check_ledger(cluster, prefix, topics, load, recovery)
+    proc.stop()
+    result.extra.update(
+        every_s=every_s,
+        down_s=round(down_intervals * every_s, 1),
+        teacher_version_at_kill=v_kill,
+        teacher_version_after=max((v for _t, v, _a in after), default=0),
+        applied_during_outage=applied_down - applied_kill,
+        alpha_ppm_before_kill=before[-1][2],
+        alpha_ppm_max_before_kill=max(a for _t, _v, a in before),
+        alpha_ppm_end_of_outage=during[-1][2] if during else None,
+        alpha_ppm_after_restart=max((a for _t, v, a in after if v > v_kill), default=0),
+        health_during_outage=health.get("status"),
+        teacher_age_s_during_outage=round(health["checks"]["teacher"]["age_s"] or 0.0, 1),
+        health_after_restart=health_after.get("status"),
+    )
+    return result
