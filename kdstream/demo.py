@@ -11,9 +11,8 @@ from kdstream.stream._runtime import EmbeddedPipeline, PipelineConfig, scaled_co
 
 
 def demo_config(n_events: int, seed: int) -> PipelineConfig:
-    """The demo's pipeline: the same scaled configuration that ``kdstream evaluate`` uses."""
-    # A lighter teacher (3 epochs per refresh instead of 8) keeps the demo short on a laptop;
-    # `kdstream evaluate` uses the full budget.
+    """The demo's pipeline: ``kdstream evaluate``'s scaled configuration with a lighter teacher
+    (3 epochs per refresh instead of 8), which keeps the demo short on a laptop."""
     return scaled_config(n_events, seed, teacher_epochs=3)
 
 
