@@ -401,6 +401,7 @@ class ProcessorCore:
         self._last_sync = clock()
         self.soft_labels: dict[str, SoftLabels] = {}  # latest per key (the "table")
         self.teacher_seen_at = 0.0  # epoch seconds the current teacher version arrived
+        self.teacher_trained_until = 0.0  # event time of the freshest soft labels applied
         self._synced_once = False
 
     @property
@@ -493,6 +494,9 @@ class ProcessorCore:
             )
             n += k
         self.stats.soft_labels_applied += n
+        if n:
+            newest = max(s.trained_until for s in labels)
+            self.teacher_trained_until = max(self.teacher_trained_until, newest)
         if self.learner.teacher_version > before:
             # wall time a new teacher version arrived: the API's /healthz reports its age
             self.teacher_seen_at = time.time()
@@ -715,7 +719,11 @@ class ProcessorCore:
             # (left out before any soft label, so a fresh processor does not reset them)
             versions["teacher"] = self.learner.teacher_version
             versions["teacher_seen_at"] = int(self.teacher_seen_at)
-            versions["kd_alpha_ppm"] = round(self.learner.last_alpha * 1e6)
+            # the mixing weight the freshest labels get at this batch's latest event time
+            alpha = self.learner.alpha_for(
+                np.array([self.teacher_trained_until]), np.array([float(ts.max())])
+            )
+            versions["kd_alpha_ppm"] = round(float(alpha[0]) * 1e6)
         return StoreBatch(
             user_vectors={uid[u]: q[j] for j, u in enumerate(uniq.tolist())},
             seen=seen,
