@@ -157,6 +157,9 @@ def main() -> int:
             c, p, d, rate=args.rate)),
         ("kafka_restart", lambda c, p, d: sc.scenario_kafka_restart(c, p, d, rate=args.rate)),
         ("redis_restart", lambda c, p, d: sc.scenario_redis_restart(c, p, d, rate=args.rate)),
+        # recovery_s: teacher restart -> a new teacher version in the store
+        ("teacher_outage", lambda c, p, d: sc.scenario_teacher_outage(
+            c, p, d, every_s=2.0, down_intervals=5, rate=args.rate)),
     ]
     cluster_runs = [(n, f) for n, f in cluster_runs if want(n)]
     if cluster_runs:
