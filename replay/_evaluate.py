@@ -4,9 +4,11 @@ The log goes through the embedded pipeline exactly like ``kdstream demo`` (embed
 micro-batches, teacher on a background thread, deterministic soft-label timing), with the
 ``river-mf`` baseline added to the harness. The protocol is ``shared/EVALUATION.md``.
 
-``report.json`` keeps everything that depends on the wall clock under one top-level
-``"timing"`` object, so two runs with the same seed give byte-identical JSON once ``"timing"``
-is removed.
+``report.json``: ``"variants"`` (per variant: hr@k, ndcg@k, mrr, events, events_per_s,
+update_time_s), ``"distillation"`` (parameter counts and size ratio, time to one top-10 and the
+speed-up, the students' shares of the teacher's HR@k), ``"metadata"`` and, when a variant is
+sampled, ``"sample"``. Two runs with the same seed give identical JSON apart from the
+wall-clock fields named in :data:`TIMING_KEYS` (:func:`without_timing` drops them).
 """
 
 from __future__ import annotations
@@ -96,6 +98,29 @@ def auto_sample_every(columns: EventColumns) -> int:
     return max(1, math.ceil(positives * n_items / RIVER_PREDICT_BUDGET))
 
 
+#: Wall-clock fields of report.json: everything else is identical for the same seed.
+TIMING_KEYS = frozenset(
+    {
+        "events_per_s",
+        "update_time_s",
+        "student_top10_ms",
+        "teacher_top10_ms",
+        "speedup",
+        "seconds",
+        "teacher_refresh_seconds",
+    }
+)
+
+
+def without_timing(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` minus its wall-clock fields (:data:`TIMING_KEYS`), at any depth."""
+    return {
+        k: without_timing(v) if isinstance(v, dict) else v
+        for k, v in report.items()
+        if k not in TIMING_KEYS
+    }
+
+
 def evaluation_config(
     n_events: int,
     seed: int,
@@ -162,8 +187,8 @@ def _distillation(
     pre: Prequential,
     seed: int,
     k: int,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(deterministic figures, timing figures) of the student/teacher comparison."""
+) -> dict[str, Any]:
+    """The ``"distillation"`` object: sizes, top-10 times and shares of the teacher's HR."""
     hr = {name: v[f"hr@{k}"] for name, v in report["variants"].items()}
     teacher_hr = hr.get("teacher")
 
@@ -206,19 +231,16 @@ def _distillation(
             teacher_ms = _median_ms(teacher_top10, timing_users)
     ratio = _round(teacher_params / student_params) if teacher_params and student_params else None
     speedup = _round(teacher_ms / student_ms) if teacher_ms and student_ms else None
-    fixed = {
+    return {
         "student_params": student_params,
         "teacher_params": teacher_params,
         "size_ratio": ratio,
-        "student_share_of_teacher_hr": share("student"),
-        "student_kd_share_of_teacher_hr": share("student+kd"),
-    }
-    timing = {
         "student_top10_ms": _round(student_ms),
         "teacher_top10_ms": _round(teacher_ms),
         "speedup": speedup,
+        "student_share_of_teacher_hr": share("student"),
+        "student_kd_share_of_teacher_hr": share("student+kd"),
     }
-    return fixed, timing
 
 
 def run_evaluation(
@@ -271,17 +293,16 @@ def run_evaluation(
 
     rep = pipeline.prequential.report
     variants_out: dict[str, Any] = {}
-    timing_variants: dict[str, Any] = {}
     curves: dict[str, list[tuple[int, float]]] = {}
     for t in timed:
         m = rep.sample_metrics[t.name] if t.sampled_only else rep.metrics[t.name]
         variants_out[t.name] = {**_metrics(m, k), "events": rep.events}
         # the teacher's updates are its background refreshes, not its popularity fallback
         update_s = t.seconds + (sum(stats.refresh_seconds) if t.name == "teacher" else 0.0)
-        timing_variants[t.name] = {
-            "events_per_s": _round(rep.events / update_s) if update_s > 0 else None,
-            "update_time_s": _round(update_s),
-        }
+        variants_out[t.name].update(
+            events_per_s=_round(rep.events / update_s) if update_s > 0 else None,
+            update_time_s=_round(update_s),
+        )
         curves[t.name] = list(m.curve)
     report: dict[str, Any] = {
         "metadata": {
@@ -310,16 +331,11 @@ def run_evaluation(
             "scored": rep.sampled,
             "variants": {t.name: _metrics(rep.sample_metrics[t.name], k) for t in timed},
         }
-    fixed, dist_timing = _distillation(
+    report["distillation"] = _distillation(
         built, report, pipeline._teacher, columns, pipeline.prequential, seed, k
     )
-    report["distillation"] = fixed
-    report["timing"] = {
-        "seconds": _round(seconds),
-        "variants": timing_variants,
-        "distillation": dist_timing,
-        "teacher_refresh_seconds": [_round(s) for s in stats.refresh_seconds],
-    }
+    report["metadata"]["seconds"] = _round(seconds)
+    report["metadata"]["teacher_refresh_seconds"] = [_round(s) for s in stats.refresh_seconds]
     return EvaluationRun(report, curves, list(stats.refresh_positions))
 
 

@@ -21,7 +21,7 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
 
 def format_markdown(report: dict[str, Any]) -> str:
     """``report.md``: the comparison table, the distillation summary and how to read them."""
-    meta, timing = report["metadata"], report["timing"]
+    meta = report["metadata"]
     k = meta["k"]
     sampled = set(meta["sampled_variants"])
     lines = [
@@ -31,13 +31,13 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"(cold targets {_fmt(meta['cold_share'], '.1%')}, "
         f"repeats {_fmt(meta['repeat_share'], '.1%')}), batch {meta['batch_size']}, "
         f"seed {meta['seed']}, {meta['teacher_refreshes']} teacher refreshes, "
-        f"{_fmt(timing['seconds'], '.1f')} s.",
+        f"{_fmt(meta['seconds'], '.1f')} s.",
         "",
         f"| variant | HR@{k} | NDCG@{k} | MRR | events/s |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, v in report["variants"].items():
-        eps = timing["variants"][name]["events_per_s"]
+        eps = v["events_per_s"]
         mark = " \\*" if name in sampled else ""
         lines.append(
             f"| {name}{mark} | {_fmt(v[f'hr@{k}'])} | {_fmt(v[f'ndcg@{k}'])} | "
@@ -57,7 +57,7 @@ def format_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {_fmt(v[f'hr@{k}'])} | {_fmt(v[f'ndcg@{k}'])} | {_fmt(v['mrr'])} |"
             )
-    d, dt = report["distillation"], timing["distillation"]
+    d = dt = report["distillation"]
     lines += [
         "",
         "## What distillation bought",
