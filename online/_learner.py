@@ -225,6 +225,7 @@ class Learner:
                 soft = self._targets(self.user_labels, users, ts)
             if self.config.transitions and self.student.config.context_len:
                 # keyed by each event's previous item (its most recent context item)
+                self.student.grow(int(users.max()) + 1, n_items)
                 prev = self.student.event_contexts(users, items)[:, -1].astype(np.int64)
                 trans = self._targets(self.item_labels, np.maximum(prev, 0), ts)
                 if trans is not None:
