@@ -220,13 +220,15 @@ class Learner:
         negatives = self._rng.choice(n_items, size=s, p=p)
         logq = np.log(s * p)
         soft = trans = None
+        contexts = None
         if self.config.distill:
             if self.config.user_labels:
                 soft = self._targets(self.user_labels, users, ts)
             if self.config.transitions and self.student.config.context_len:
                 # keyed by each event's previous item (its most recent context item)
                 self.student.grow(int(users.max()) + 1, n_items)
-                prev = self.student.event_contexts(users, items)[:, -1].astype(np.int64)
+                contexts = self.student.event_contexts(users, items)
+                prev = contexts[:, -1].astype(np.int64)
                 trans = self._targets(self.item_labels, np.maximum(prev, 0), ts)
                 if trans is not None:
                     keep = prev[trans.rows] >= 0
@@ -247,6 +249,7 @@ class Learner:
             pos_logq=logq[items],
             soft=soft,
             transition=trans,
+            contexts=contexts,
         )
         self.events_learned += len(users)
 

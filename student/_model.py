@@ -226,15 +226,6 @@ class Student:
         new_part = sorted_items[new_pos]
         return np.where(from_old, old_part, new_part).astype(np.int32)
 
-    def _after(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """(B, L) history after each event (context shifted by one, the event itself last),
-        rows in user-sorted order."""
-        big_l = self.config.context_len
-        ctx = self.event_contexts(users, items)
-        after = np.concatenate([ctx[:, 1:], items[:, None].astype(np.int32)], axis=1)
-        order = np.argsort(users, kind="stable")
-        return after[order][:, -big_l:]
-
     def context_weights(self, contexts: np.ndarray) -> np.ndarray:
         """(B, L) weight of each context slot: the slot's position weight where it holds an
         item (the most recent item is the last slot), 0 for padding."""
@@ -291,6 +282,7 @@ class Student:
         pos_logq: np.ndarray | None = None,
         soft: SoftTargets | None = None,
         transition: SoftTargets | None = None,
+        contexts: np.ndarray | None = None,
     ) -> None:
         """One vectorised step over a micro-batch of events, in stream order.
 
@@ -310,6 +302,8 @@ class Student:
         transition
             Item-keyed teacher soft labels for some events: what follows the event's previous
             item, distilled into the event's query vector (added to the hard loss, weight a).
+        contexts
+            The batch's :meth:`event_contexts`, when the caller computed them already.
         """
         users = np.asarray(users, np.int64)
         items = np.asarray(items, np.int64)
@@ -324,7 +318,11 @@ class Student:
             return
         n_items_needed = int(max(items.max(), negatives.max() if len(negatives) else -1)) + 1
         self.grow(int(users.max()) + 1, n_items_needed)
-        grads = self.gradients(users, items, w, negatives, neg_logq, pos_logq, soft, transition)
+        if contexts is None:
+            contexts = self.event_contexts(users, items)
+        grads = self.gradients(
+            users, items, w, negatives, neg_logq, pos_logq, soft, transition, contexts
+        )
         self._adagrad(self.P, self.gP, grads.p)
         self._adagrad(self.Q, self.gQ, grads.q)
         if grads.c:
@@ -333,7 +331,7 @@ class Student:
         if self.config.learn_context_weights and len(grads.pos):
             self.g_pos += grads.pos * grads.pos
             self.pos_w -= self.config.lr * grads.pos / np.sqrt(self.g_pos + _EPS)
-        self.hist_update(users, items)
+        self.hist_update(users, items, contexts)
         self.seen.add(users, items)
         self.step += 1
 
@@ -347,14 +345,20 @@ class Student:
         pos_logq: np.ndarray | None = None,
         soft: SoftTargets | None = None,
         transition: SoftTargets | None = None,
+        contexts: np.ndarray | None = None,
     ) -> Gradients:
         """Gradients of the batch loss (sum over events) as (rows, row gradients) parts.
 
         loss_e = (1 - a_e) |w_e| hard_e + a_e T^2 KL(teacher_T || student_T) [+ transition term]
         """
         cfg = self.config
-        contexts = self.event_contexts(users, items)
-        h = self.query_vectors(users, contexts)
+        if contexts is None:
+            contexts = self.event_contexts(users, items)
+        # one gather of the context vectors serves the query and the position-weight gradient
+        c_ctx = self.C[contexts]  # -1 reads the zero spare row
+        h = self.P[users].copy()
+        if contexts.shape[1]:
+            h += np.einsum("bl,bld->bd", self.context_weights(contexts), c_ctx)
 
         hard_w = np.abs(w)
         if soft is not None and len(soft.rows):
@@ -425,7 +429,7 @@ class Student:
             ev, slot = np.nonzero(contexts >= 0)
             d_c_rows.append((contexts[ev, slot], dh[ev] * w[ev, slot][:, None]))
             # padding reads the zero spare row, so it adds nothing to the position gradient
-            d_pos = np.einsum("bd,bld->l", dh, self.C[contexts])
+            d_pos = np.einsum("bd,bld->l", dh, c_ctx)
         else:
             d_pos = np.zeros(0, np.float32)
         return Gradients(p=[(users, dh)], q=d_q_rows, c=d_c_rows, b=d_b_rows, pos=d_pos)
@@ -472,18 +476,28 @@ class Student:
             dq.append((cand.ravel(), (g_c[:, :, None] * query[:, None, :]).reshape(-1, d)))
         return g_query, dq
 
-    def hist_update(self, users: np.ndarray, items: np.ndarray) -> None:
-        """Append a batch's items to each user's last-L history, in order."""
+    def hist_update(
+        self, users: np.ndarray, items: np.ndarray, contexts: np.ndarray | None = None
+    ) -> None:
+        """Append a batch's items to each user's last-L history, in order.
+
+        ``contexts`` are the batch's :meth:`event_contexts` when the caller has them already.
+        """
         big_l = self.config.context_len
         if big_l == 0 or len(users) == 0:
             return
+        if contexts is None:
+            contexts = self.event_contexts(users, items)
         n = len(users)
         order = np.argsort(users, kind="stable")
         su = users[order]
         last = np.ones(n, bool)
         last[:-1] = su[1:] != su[:-1]
-        after = self._after(users, items)
-        self.hist[su[last]] = after[last]
+        ev = order[last]  # each user's last event in the batch
+        # history after that event: its context shifted by one, the event's item last
+        self.hist[users[ev]] = np.concatenate(
+            [contexts[ev, 1:], items[ev, None].astype(np.int32)], axis=1
+        )
 
     def _adagrad(
         self, table: np.ndarray, acc: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]]
