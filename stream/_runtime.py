@@ -32,8 +32,9 @@ from kdstream.teacher import RefreshPolicy, TeacherConfig, TeacherJob, TeacherRe
 
 from ._codec import decode_records, decode_soft_labels, encode_event, encode_soft_labels
 from ._deadletter import DeadLetter
-from ._event import Event, SoftLabels
+from ._event import Event
 from ._log import EmbeddedConsumer, EmbeddedLog, EmbeddedProducer
+from ._soft_labels import soft_label_messages
 
 _log = logging.getLogger(__name__)
 
@@ -343,35 +344,10 @@ class EmbeddedPipeline:
 
     def _publish(self, result: TeacherResult) -> None:
         """Worker thread: turn a refresh's index arrays into wire soft labels on the topic."""
-        user_ids = self.prequential.users.ids
-        item_ids = self.prequential.items.ids
         topic = self.config.soft_labels_topic
-
-        def send(key_id: str, items: np.ndarray, logits: np.ndarray, transition: bool) -> None:
-            ok = items >= 0
-            if not ok.any():
-                return
-            labels = SoftLabels(
-                items=tuple(item_ids[i] for i in items[ok]),
-                logits=tuple(float(x) for x in logits[ok]),
-                temperature=float(result.temperature),
-                teacher_version=int(result.version),
-                trained_until=float(result.trained_until),
-                user=None if transition else key_id,
-                after_item=key_id if transition else None,
-            )
+        users, items = self.prequential.users.ids, self.prequential.items.ids
+        for labels in soft_label_messages(result, users, items):
             self.producer.send(topic, encode_soft_labels(labels), key=labels.key)
-
-        for u, items, logits in zip(
-            result.user_idx, result.user_items, result.user_logits, strict=True
-        ):
-            send(user_ids[u], items, logits, False)
-        if result.trans_idx is not None:
-            assert result.trans_items is not None and result.trans_logits is not None
-            for i, items, logits in zip(
-                result.trans_idx, result.trans_items, result.trans_logits, strict=True
-            ):
-                send(item_ids[i], items, logits, True)
         self.stats.teacher_refreshes += 1
         self.stats.refresh_seconds.append(result.seconds)
         _log.info("teacher v%d published (%.1fs)", result.version, result.seconds)

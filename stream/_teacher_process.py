@@ -29,7 +29,7 @@ from kdstream.online import Vocab
 from kdstream.teacher import RefreshPolicy, TeacherConfig, TeacherJob, run_job
 
 from ._codec import decode_records, encode_soft_labels
-from ._event import SoftLabels
+from ._soft_labels import soft_label_messages
 
 _log = logging.getLogger(__name__)
 
@@ -186,34 +186,9 @@ class TeacherProcess:
         result = run_job(self.teacher, self._job())
         topic = self.config.soft_labels_topic
         n = 0
-
-        def send(key: str, items: np.ndarray, logits: np.ndarray, transition: bool) -> None:
-            nonlocal n
-            ok = items >= 0
-            if not ok.any():
-                return
-            labels = SoftLabels(
-                items=tuple(self.items.ids[i] for i in items[ok]),
-                logits=tuple(float(x) for x in logits[ok]),
-                temperature=float(result.temperature),
-                teacher_version=int(result.version),
-                trained_until=float(result.trained_until),
-                user=None if transition else key,
-                after_item=key if transition else None,
-            )
+        for labels in soft_label_messages(result, self.users.ids, self.items.ids):
             self.producer.send(topic, encode_soft_labels(labels), key=labels.key)
             n += 1
-
-        for u, items, logits in zip(
-            result.user_idx, result.user_items, result.user_logits, strict=True
-        ):
-            send(self.users.ids[u], items, logits, False)
-        if result.trans_idx is not None:
-            assert result.trans_items is not None and result.trans_logits is not None
-            for i, items, logits in zip(
-                result.trans_idx, result.trans_items, result.trans_logits, strict=True
-            ):
-                send(self.items.ids[i], items, logits, True)
         self.producer.flush()
         self._save()
         self.consumer.commit()  # after the save: a restart resumes with this window and model
