@@ -242,7 +242,10 @@ class Student:
 
     def user_query(self, user: int) -> np.ndarray:
         """The query vector of ``user`` after all events learned so far."""
-        return self.query_vectors(np.array([user]), self.hist[[user]])[0]
+        # history first: learn_many grows C before it writes newer items into a history, so
+        # a concurrent reader never indexes C with an item it does not have yet
+        hist = self.hist[[user]]
+        return self.query_vectors(np.array([user]), hist)[0]
 
     # ---------------------------------------------------------------- scoring
     def score_items(self, h: np.ndarray, n_items: int | None = None) -> np.ndarray:
@@ -261,7 +264,10 @@ class Student:
         if 0 <= user < self.n_users:
             scores = self.score_items(self.user_query(user)[None, :])[0].astype(np.float64)
             if exclude_seen:
-                scores[self.seen.items_of(user)] = -np.inf
+                # a reader may run beside learn_many (serving reads without a lock): the seen
+                # set can already hold items newer than the scored catalogue
+                seen = self.seen.items_of(user)
+                scores[seen[seen < len(scores)]] = -np.inf
         else:  # unknown user: item bias (the popularity the model learned)
             scores = self.b[: self.n_items].astype(np.float64)
         k = min(k, int(np.isfinite(scores).sum()))

@@ -346,19 +346,21 @@ class EmbeddedServingService:
 
     # -------------------------------------------------------------------- serving
     def recommend(self, user: str, k: int, exclude_seen: bool = True) -> Recommendation:
-        with self._model_lock:
-            learner = self.learner()
-            st = learner.student
-            uidx = self.pipeline.prequential.users.get(user)
-            known = uidx is not None and uidx < st.n_users
-            n_items = len(self.pipeline.prequential.items)
-            item_ids = self.pipeline.prequential.items.ids
-            teacher_version = int(learner.teacher_version)
-            student_version = int(st.step)
-            if known:
-                assert uidx is not None
-                top, scores = st.recommend(uidx, k, exclude_seen)
-                ids = [item_ids[i] for i in top]
+        # No model lock: a request must not wait for a learning step. Reads see each table
+        # either before or after a step's in-place row updates (at worst a row mid-update),
+        # and Student.recommend tolerates tables that grow meanwhile.
+        learner = self.learner()
+        st = learner.student
+        uidx = self.pipeline.prequential.users.get(user)
+        known = uidx is not None and uidx < st.n_users
+        n_items = len(self.pipeline.prequential.items)
+        item_ids = self.pipeline.prequential.items.ids
+        teacher_version = int(learner.teacher_version)
+        student_version = int(st.step)
+        if known:
+            assert uidx is not None
+            top, scores = st.recommend(uidx, k, exclude_seen)
+            ids = [item_ids[i] for i in top]
         if not known:
             with self._state_lock:
                 pop = self._popularity.scores(n_items)
