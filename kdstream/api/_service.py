@@ -345,6 +345,9 @@ class EmbeddedServingService:
                 self._rate.append((now, stats.events))
 
     # -------------------------------------------------------------------- serving
+    #: recommend() never blocks on I/O or locks: the API may call it on its event loop
+    nonblocking = True
+
     def recommend(self, user: str, k: int, exclude_seen: bool = True) -> Recommendation:
         # No model lock: a request must not wait for a learning step. Reads see each table
         # either before or after a step's in-place row updates (at worst a row mid-update),
