@@ -338,8 +338,9 @@ class Student:
             self.g_pos += grads.pos * grads.pos
             self.pos_w -= self.config.lr * grads.pos / np.sqrt(self.g_pos + _EPS)
         self.hist_update(users, items, contexts)
-        self.seen.add(users, items)
         self.step += 1
+        # last: lock-free readers treat a user with seen items as learned (see the API service)
+        self.seen.add(users, items)
 
     def gradients(
         self,

@@ -355,7 +355,12 @@ class EmbeddedServingService:
         learner = self.learner()
         st = learner.student
         uidx = self.pipeline.prequential.users.get(user)
-        known = uidx is not None and uidx < st.n_users
+        # A user counts as known once a step has finished learning its events: the step adds
+        # them to the seen set last, after the vectors, so a read in the middle of a step still
+        # serves the cold-start list rather than one that could contain the user's new items.
+        known = (
+            uidx is not None and uidx < st.n_users and len(st.seen.items_of(uidx)) > 0
+        )
         n_items = len(self.pipeline.prequential.items)
         item_ids = self.pipeline.prequential.items.ids
         teacher_version = int(learner.teacher_version)
