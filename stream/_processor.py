@@ -68,7 +68,7 @@ from ._codec import (
 )
 from ._deadletter import DeadLetter
 from ._event import EVENT_TYPES, RATING_POSITIVE_AT, Event, SoftLabels
-from ._store import Store, StoreBatch, offset_key
+from ._store import Store, StoreBatch, offset_key, parse_offset_key
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -733,8 +733,28 @@ class ProcessorCore:
 
     def _write(self, batch: StoreBatch) -> None:
         start = time.perf_counter()
-        self._retrying("store write", lambda: self.store.write_batch(batch))
+        retry = False
+
+        def attempt() -> None:
+            nonlocal retry
+            # A failed attempt may have committed before its reply was lost (the connection
+            # dropped after EXEC). The batch's offsets are in its own transaction, so if they
+            # already stand the batch is in the store: writing it again would learn it twice.
+            if retry and batch.offsets and self._written(batch):
+                return
+            retry = True
+            self.store.write_batch(batch)
+
+        self._retrying("store write", attempt)
         self.stats.seconds_writing += time.perf_counter() - start
+
+    def _written(self, batch: StoreBatch) -> bool:
+        for key, offset in batch.offsets.items():
+            topic, partition = parse_offset_key(key)
+            applied = self.store.applied_offset(topic, partition)
+            if applied is None or applied < offset:
+                return False
+        return True
 
     def _retrying(self, what: str, fn: Callable[[], _T]) -> _T:
         """``fn()``, retried with backoff while it raises :class:`ServiceError` (the store or

@@ -304,3 +304,25 @@ def test_bulk_decoding_equals_strict_decoding_on_generated_records(
 ) -> None:
     values = [b"{" + b",".join(p) + b"}" for p in parts]
     assert _fast(values) == _strict(values)
+
+
+def test_a_write_that_committed_but_lost_its_reply_is_not_applied_twice() -> None:
+    class ReplyLost(MemoryStore):
+        """Commits the first batch, then fails as if the connection dropped after EXEC."""
+
+        failed = False
+
+        def write_batch(self, batch: StoreBatch) -> None:
+            super().write_batch(batch)
+            if not self.failed and batch.offsets:
+                self.failed = True
+                raise ServiceError("connection lost after EXEC")
+
+    store = ReplyLost()
+    core = ProcessorCore(store, _config(debug_ledger=True))
+    events = [_event(f"u{n % 7}", f"i{n % 11}", float(n)) for n in range(50)]
+    core.process(_records(events))
+    assert store.failed  # the retry happened
+    counts = store_counts(store, "kd.events", [0])
+    assert counts == {"applied": 50, "learned": 50, "dead": 0}
+    assert len(store.ledger()) == 50  # the ledger appends: a batch written twice shows twice
