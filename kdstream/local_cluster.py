@@ -74,6 +74,16 @@ class LocalClusterConfig:
         Env: ``KDSTREAM_CACHE_DIR``; default ``$XDG_CACHE_HOME/kdstream`` or ``~/.cache/kdstream``.
     start_timeout_s
         How long ``up`` waits for each service to answer.
+    sasl_users
+        ``{username: password}``: also open a ``SASL_PLAINTEXT`` client listener on
+        ``sasl_port`` that accepts these users with ``PLAIN`` and ``SCRAM-SHA-256`` (None, the
+        default: no SASL listener). The PLAINTEXT listener and inter-broker traffic stay as they
+        are. SCRAM users are written when the storage is formatted, so a user added to an
+        existing ``home`` logs in with ``PLAIN`` only. Secret: left out of ``repr``.
+        Env: ``KDSTREAM_LOCAL_SASL_USERS=user:password[,user:password]``.
+    sasl_port
+        The SASL listener's port on 127.0.0.1 (used only with ``sasl_users``).
+        Env: ``KDSTREAM_KAFKA_SASL_PORT``.
 
     Examples
     --------
@@ -90,6 +100,8 @@ class LocalClusterConfig:
     heap: str = "512m"
     cache_dir: Path = field(default_factory=_default_cache_dir)
     start_timeout_s: float = 90.0
+    sasl_users: Mapping[str, str] | None = field(default=None, repr=False)
+    sasl_port: int = 9094
 
     def __post_init__(self) -> None:
         ports = {
@@ -97,6 +109,10 @@ class LocalClusterConfig:
             "controller_port": self.controller_port,
             "redis_port": self.redis_port,
         }
+        if self.sasl_users is not None:
+            ports["sasl_port"] = self.sasl_port
+            _check_sasl_users(self.sasl_users)
+            object.__setattr__(self, "sasl_users", dict(self.sasl_users))
         for name, port in ports.items():
             if not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ConfigError(f"{name} must be an int in 1..65535, got {port!r}")
@@ -124,13 +140,16 @@ class LocalClusterConfig:
             ("KDSTREAM_KAFKA_CONTROLLER_PORT", "controller_port", int),
             ("KDSTREAM_REDIS_PORT", "redis_port", int),
             ("KDSTREAM_CACHE_DIR", "cache_dir", Path),
+            ("KDSTREAM_KAFKA_SASL_PORT", "sasl_port", int),
+            ("KDSTREAM_LOCAL_SASL_USERS", "sasl_users", _parse_sasl_users),
         ):
             raw = env.get(var)
             if raw:
                 try:
                     kwargs[key] = conv(raw)
-                except ValueError as exc:
-                    raise ConfigError(f"{var}={raw!r} is not a valid {key}") from exc
+                except ValueError:
+                    shown = "***" if key == "sasl_users" else repr(raw)  # holds passwords
+                    raise ConfigError(f"{var}={shown} is not a valid {key}") from None
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -146,6 +165,11 @@ class LocalClusterConfig:
     @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}"
+
+    @property
+    def kafka_sasl_bootstrap(self) -> str | None:
+        """``127.0.0.1:<sasl_port>`` when ``sasl_users`` is set, else None."""
+        return f"127.0.0.1:{self.sasl_port}" if self.sasl_users is not None else None
 
     @property
     def jar_dir(self) -> Path:
@@ -184,6 +208,8 @@ class ClusterInfo:
         The data folder.
     already_running
         True when both services were up and healthy before the call.
+    kafka_sasl_bootstrap
+        ``host:port`` of the SASL_PLAINTEXT listener (None without ``sasl_users``).
     """
 
     kafka_url: str
@@ -193,6 +219,42 @@ class ClusterInfo:
     redis_pid: int
     home: Path
     already_running: bool
+    kafka_sasl_bootstrap: str | None = None
+
+
+_SASL_USER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _check_sasl_users(users: Mapping[str, str]) -> None:
+    if not users:
+        raise ConfigError("sasl_users: expected at least one user, or None for no SASL listener")
+    for user, password in users.items():
+        # they go into a JAAS line and a kafka-storage --add-scram argument: no quoting games
+        if not isinstance(user, str) or not _SASL_USER_RE.match(user):
+            raise ConfigError(
+                f"sasl_users: user names are 1-64 letters, digits, '_', '.', '-'; got {user!r}"
+            )
+        if (
+            not isinstance(password, str)
+            or not password
+            or any(c in password for c in '"\\,[]=;')
+            or not password.isprintable()
+        ):
+            raise ConfigError(
+                f"sasl_users: the password of {user!r} must be non-empty printable text "
+                "without quotes, backslashes, ',', '[', ']', '=' or ';'"
+            )
+
+
+def _parse_sasl_users(raw: str) -> dict[str, str]:
+    """``user:password[,user:password]`` -> ``{user: password}`` (ValueError when malformed)."""
+    users = {}
+    for part in raw.split(","):
+        user, sep, password = part.strip().partition(":")
+        if not sep:
+            raise ValueError("expected user:password")
+        users[user] = password
+    return users
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,17 +470,24 @@ def kafka_ready(bootstrap: str, timeout: float = 5.0) -> bool:
 def _server_properties(cfg: LocalClusterConfig) -> str:
     k, c = cfg.kafka_port, cfg.controller_port
     data = (cfg.kafka_dir / "data").resolve()
+    listeners = f"PLAINTEXT://127.0.0.1:{k},CONTROLLER://127.0.0.1:{c}"
+    advertised = f"PLAINTEXT://127.0.0.1:{k}"
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if cfg.sasl_users is not None:
+        listeners += f",SASL_PLAINTEXT://127.0.0.1:{cfg.sasl_port}"
+        advertised += f",SASL_PLAINTEXT://127.0.0.1:{cfg.sasl_port}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         # A static voter set: the quorum is read from this file at every start, so changing
         # the controller port needs no reformat (the dynamic quorum stores the endpoint).
         "controller.quorum.voters": f"1@127.0.0.1:{c}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{k},CONTROLLER://127.0.0.1:{c}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{k}",
+        "listeners": listeners,
+        "advertised.listeners": advertised,
         "inter.broker.listener.name": "PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": str(data),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
@@ -434,6 +503,17 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+    if cfg.sasl_users is not None:
+        # per-listener JAAS: only the SASL listener authenticates; PLAIN checks these
+        # user_<name>="<password>" entries, SCRAM the credentials `format --add-scram` stored
+        plain = " ".join(f'user_{u}="{p}"' for u, p in sorted(cfg.sasl_users.items()))
+        props.update({
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain};",
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        })  # fmt: skip
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
@@ -485,9 +565,13 @@ def _format_storage(cfg: LocalClusterConfig, jar_dir: Path, props: Path) -> None
     cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
     cmd = _kafka_cmd(cfg, jar_dir, ["kafka.tools.StorageTool", "format"])
     cmd += ["-t", cluster_id, "-c", str(props.resolve())]
+    for user, password in sorted((cfg.sasl_users or {}).items()):
+        cmd += ["--add-scram", f"SCRAM-SHA-256=[name={user},password={password}]"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
+        for password in (cfg.sasl_users or {}).values():
+            tail = tail.replace(password, "***")
         raise ServiceError(f"formatting KRaft storage failed:\n{tail}")
 
 
@@ -496,7 +580,10 @@ def start_kafka(cfg: LocalClusterConfig, log: _LogFn | None = None) -> int:
     pid_file = cfg.home / "kafka.pid"
     pid = _read_pid(pid_file)
     if pid is None:
-        for port in (cfg.kafka_port, cfg.controller_port):
+        ports = [cfg.kafka_port, cfg.controller_port]
+        if cfg.sasl_users is not None:
+            ports.append(cfg.sasl_port)
+        for port in ports:
             if _port_open(port):
                 raise ServiceError(
                     f"port {port} on 127.0.0.1 is taken by another process; pick other ports "
@@ -505,6 +592,9 @@ def start_kafka(cfg: LocalClusterConfig, log: _LogFn | None = None) -> int:
         jar_dir = ensure_kafka_jars(cfg, log)
         cfg.kafka_dir.mkdir(parents=True, exist_ok=True)
         props = cfg.kafka_dir / "server.properties"
+        # it may hold SASL passwords: readable by the owner only, from the first byte
+        props.touch(mode=0o600)
+        props.chmod(0o600)
         props.write_text(_server_properties(cfg))
         (cfg.kafka_dir / "log4j2.properties").write_text(_LOG4J2)
         _format_storage(cfg, jar_dir, props)
@@ -637,6 +727,7 @@ def local_up(cfg: LocalClusterConfig, log: _LogFn | None = None) -> ClusterInfo:
         redis_pid=redis_pid,
         home=cfg.home,
         already_running=was_up,
+        kafka_sasl_bootstrap=cfg.kafka_sasl_bootstrap,
     )
 
 
