@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,15 +56,15 @@ def _events(user_count: int, start: int, n: int) -> list[Event]:
     ]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, EmbeddedServingService]]:
+@contextmanager
+def _serving(settings: ApiSettings) -> Iterator[tuple[str, EmbeddedServingService]]:
     cfg = PipelineConfig(variants=("popularity", "student"), deterministic=False, batch_size=128)
-    service = EmbeddedServingService(EmbeddedPipeline(cfg), ApiSettings())
+    service = EmbeddedServingService(EmbeddedPipeline(cfg), settings)
     service.pipeline.produce(_events(50, 0, 500))
     service.start()
     port = _free_port()
-    config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="error",
-                            lifespan="off")
+    config = uvicorn.Config(create_app(service, settings), host="127.0.0.1", port=port,
+                            log_level="error", lifespan="off")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -78,6 +79,12 @@ def server() -> Iterator[tuple[str, EmbeddedServingService]]:
         srv.should_exit = True
         thread.join(10)
         service.stop()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, EmbeddedServingService]]:
+    with _serving(ApiSettings()) as served:
+        yield served
 
 
 def _dump(browser: str, url: str, profile: Path) -> str:
@@ -123,3 +130,20 @@ def test_dashboard_renders_live_numbers(
     events_2 = int(_number(second, "events-total").replace(",", ""))
     assert events_2 == 1_200 > events_1
     assert _number(second, "dlq") == "1" and _number(first, "dlq") == "0"
+
+
+def test_dashboard_with_a_read_token(tmp_path: Path) -> None:
+    """Behind a read token the page asks for it, and polls with it once given in the fragment."""
+    browser = _browser()
+    with _serving(ApiSettings(read_token="r3ad-secret")) as (url, service):
+        deadline = time.monotonic() + 20
+        while service.pipeline.stats.events < 500 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused = _dump(browser, url, tmp_path / "p1")
+        assert "read token is required" in _number(refused, "status")
+        assert re.search(r'<form id="token-form"(?! hidden)', refused)  # the form is shown
+        assert _number(refused, "events-total") == "–"
+
+        allowed = _dump(browser, url + "#token=r3ad-secret", tmp_path / "p2")
+        assert "live" in _number(allowed, "status")
+        assert int(_number(allowed, "events-total").replace(",", "")) == 500
