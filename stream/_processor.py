@@ -52,8 +52,15 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from kdstream.errors import ConfigError, ServiceError
-from kdstream.online import IndexedSoftLabels, Learner, LearnerConfig, Vocab
-from kdstream.student import StudentConfig
+from kdstream.online import (
+    IndexedSoftLabels,
+    Learner,
+    LearnerConfig,
+    Vocab,
+    batch_exclusions,
+    ranks_from_scores,
+)
+from kdstream.student import SeenPairs, StudentConfig
 
 from ._codec import (
     _BAD_ID_CHARS,
@@ -89,6 +96,16 @@ def event_key(e: Event) -> str:
 def dead_key(topic: str, partition: int) -> str:
     """``versions`` key of the cumulative count of records dead-lettered from a partition."""
     return f"dead:{topic}:{partition}"
+
+
+def prequential_keys(topic: str, partition: int) -> tuple[str, str, str]:
+    """``versions`` keys of a partition's cumulative prequential counters: events scored,
+    hits@k and the NDCG@k sum in millionths (``ProcessorConfig.prequential_k``)."""
+    return (
+        f"pq_scored:{topic}:{partition}",
+        f"pq_hits:{topic}:{partition}",
+        f"pq_ndcg_ppm:{topic}:{partition}",
+    )
 
 
 @runtime_checkable
@@ -173,6 +190,14 @@ class ProcessorConfig:
         Also write the key of every learned event (:func:`event_key`) to the store's ledger
         list in the batch's transaction, for fault-injection tests that check per event that
         nothing was lost or learned twice. Off in production (the list only grows).
+    prequential_k
+        Cut-off of the prequential (test-then-train) HR@k / NDCG@k the processor records
+        (``0`` = off). Each batch's positive events of users with earlier events are ranked by
+        the student *before* it learns the batch, with the protocol of
+        :class:`kdstream.online.Prequential`, and the per-partition hits and counts go into
+        the batch's store transaction (exactly-once, like the learned counters). Costs one
+        ``(scored events x items)`` scoring per batch and keeps every (user, item) pair seen
+        in memory, so it is meant for evaluation runs.
     """
 
     events_topic: str = "kd.events"
@@ -185,8 +210,13 @@ class ProcessorConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     debug_ledger: bool = False
+    prequential_k: int = 0
 
     def __post_init__(self) -> None:
+        if self.prequential_k < 0:
+            raise ConfigError(
+                f"ProcessorConfig.prequential_k: expected >= 0, got {self.prequential_k!r}"
+            )
         if self.sync_every_batches < 1:
             raise ConfigError(
                 "ProcessorConfig.sync_every_batches: expected >= 1, "
@@ -403,6 +433,11 @@ class ProcessorCore:
         self.teacher_seen_at = 0.0  # epoch seconds the current teacher version arrived
         self.teacher_trained_until = 0.0  # event time of the freshest soft labels applied
         self._synced_once = False
+        # prequential evaluation (config.prequential_k): per partition (scored, hits, ndcg sum)
+        self._pq: dict[int, tuple[int, int, float]] = {}
+        self._pq_pending: dict[int, tuple[int, int, float]] = {}
+        self._pq_seen = SeenPairs()
+        self._pq_user_events = np.zeros(0, np.int64)
 
     @property
     def _width(self) -> int:
@@ -422,6 +457,8 @@ class ProcessorCore:
             self._applied[p] = applied
             self._learned[p] = versions.get(learned_key(topic, p), 0)
             self._dead[p] = versions.get(dead_key(topic, p), 0)
+            ks, kh, kn = prequential_keys(topic, p)
+            self._pq[p] = (versions.get(ks, 0), versions.get(kh, 0), versions.get(kn, 0) / 1e6)
             out[p] = applied
         if not self._synced_once:
             self.sync_items()  # start from the merged item table, not from random rows
@@ -433,6 +470,7 @@ class ProcessorCore:
             self._applied.pop(p, None)
             self._learned.pop(p, None)
             self._dead.pop(p, None)
+            self._pq.pop(p, None)
 
     def applied(self, partition: int) -> int | None:
         """Next offset to apply on ``partition`` (None when not assigned here)."""
@@ -631,6 +669,7 @@ class ProcessorCore:
             return result
         decoded, dead = decode_event_records(fresh, now)
         start = time.perf_counter()
+        self._pq_pending = {}
         try:
             batch = self._learn([r for r, _ in decoded], [e for _, e in decoded])
         except ServiceError:
@@ -638,6 +677,7 @@ class ProcessorCore:
         except Exception as exc:  # a learning failure must not drop the batch silently
             batch, dead = self._fail_batch(fresh, exc, now)
             decoded = []
+            self._pq_pending = {}
         self.stats.seconds_learning += time.perf_counter() - start
         if self._sync_due():
             item_batch = self.sync_items()
@@ -659,6 +699,12 @@ class ProcessorCore:
             batch.offsets[offset_key(topic, p)] = off + 1
             batch.versions[learned_key(topic, p)] = self._learned[p] + learned_by_p.get(p, 0)
             batch.versions[dead_key(topic, p)] = self._dead[p] + dead_by_p.get(p, 0)
+            if self.config.prequential_k:
+                scored, hits, ndcg = self._pq_total(p)
+                ks, kh, kn = prequential_keys(topic, p)
+                batch.versions[ks] = scored
+                batch.versions[kh] = hits
+                batch.versions[kn] = round(ndcg * 1e6)
         if self.config.debug_ledger:
             batch.ledger = [event_key(e) for _, e in decoded]
         if self._dead_letter is not None and dead:
@@ -671,6 +717,8 @@ class ProcessorCore:
             self._applied[p] = off + 1
             self._learned[p] += learned_by_p.get(p, 0)
             self._dead[p] += dead_by_p.get(p, 0)
+            if self.config.prequential_k:
+                self._pq[p] = self._pq_total(p)
         self._batches_since_sync += 1
         self.stats.batches += 1
         self.stats.learned += len(decoded)
@@ -697,11 +745,17 @@ class ProcessorCore:
             return StoreBatch()
         users = self.users.add_many([e.user for e in events])
         item_ids = [e.item for e in events]
+        n_before = len(self._item_ids)  # the catalogue before this batch (global indices)
         items = self._item_indices(item_ids)
         ts = np.fromiter((e.ts for e in events), np.float64, len(events))
         w = np.fromiter((_signal(e) for e in events), np.float32, len(events))
         self._grow(int(users.max()) + 1, max(int(items.max()) + 1, self.learner.student.n_items))
+        if self.config.prequential_k:
+            self._pq_pending = self._prequential(records, users, items, w, n_before)
         self.learner.learn_many(users, items, ts, w)
+        if self.config.prequential_k:
+            self._pq_seen.add(users, items)
+            np.add.at(self._pq_user_events, users, 1)
         st = self.learner.student
         uniq = np.unique(users)
         last_ts: dict[str, float] = {}
@@ -730,6 +784,82 @@ class ProcessorCore:
             last_event_ts=last_ts,
             versions=versions,
         )
+
+    def _pq_total(self, p: int) -> tuple[int, int, float]:
+        s0, h0, n0 = self._pq.get(p, (0, 0, 0.0))
+        s1, h1, n1 = self._pq_pending.get(p, (0, 0, 0.0))
+        return s0 + s1, h0 + h1, n0 + n1
+
+    def _prequential(
+        self,
+        records: Sequence[RecordLike],
+        users: np.ndarray,
+        items: np.ndarray,
+        w: np.ndarray,
+        n_before: int,
+    ) -> dict[int, tuple[int, int, float]]:
+        """Test before train: rank the batch's scorable events with the current student.
+
+        The protocol of :meth:`kdstream.online.Prequential.process` (``shared/EVALUATION.md``):
+        positive events of users with an earlier event are scored; candidates are the items
+        seen before the event (global indices are in order of first appearance) minus the
+        user's earlier items. Returns ``{partition: (scored, hits, ndcg sum)}``.
+        """
+        n = len(users)
+        if len(self._pq_user_events) < len(self.users):
+            grown = np.zeros(max(len(self.users), 2 * len(self._pq_user_events)), np.int64)
+            grown[: len(self._pq_user_events)] = self._pq_user_events
+            self._pq_user_events = grown
+        prefix = np.maximum.accumulate(np.concatenate([[n_before], items + 1]))[:-1]
+        n_cand = np.maximum(prefix, n_before)
+        order = np.argsort(users, kind="stable")
+        su = users[order]
+        first = np.ones(n, bool)
+        first[1:] = su[1:] != su[:-1]
+        in_batch_first = np.zeros(n, bool)
+        in_batch_first[order[first]] = True
+        had_earlier = (self._pq_user_events[users] > 0) | ~in_batch_first
+        rows = np.flatnonzero((w > 0) & had_earlier)
+        if len(rows) == 0:
+            return {}
+        qu, qi = users[rows], items[rows]
+        hist_rows, hist_items = self._pq_seen.pairs_of(qu)
+        none = np.empty(0, np.int64)
+        er, ec = batch_exclusions(none, none, users, items)
+        pos = np.full(n, -1)
+        pos[rows] = np.arange(len(rows))
+        keep = pos[er] >= 0
+        ex_r = np.concatenate([hist_rows, pos[er[keep]]]).astype(np.int64)
+        ex_c = np.concatenate([hist_items, ec[keep]]).astype(np.int64)
+        if len(ex_r):
+            width = int(ex_c.max()) + 1
+            key = np.unique(ex_r * width + ex_c)
+            ex_r, ex_c = key // width, key % width
+        n_items = max(len(self._item_ids), int(items.max()) + 1)
+        scores = self.learner.scores(qu, qi, n_items)
+        ranks = ranks_from_scores(scores, qi, n_cand[rows], ex_r, ex_c)
+        k = self.config.prequential_k
+        hit = ranks <= k
+        gain = np.where(hit, 1.0 / np.log2(np.where(hit, ranks, 1.0) + 1.0), 0.0)
+        parts = np.fromiter((records[j].partition for j in rows.tolist()), np.int64, len(rows))
+        out = {}
+        for p in np.unique(parts).tolist():
+            m = parts == p
+            out[p] = (int(m.sum()), int(hit[m].sum()), float(gain[m].sum()))
+        return out
+
+    def prequential(self) -> dict[str, float]:
+        """Prequential totals over the assigned partitions (this process's view):
+        ``{"scored", "hits", "hr", "ndcg"}`` (see ``ProcessorConfig.prequential_k``)."""
+        scored = sum(v[0] for v in self._pq.values())
+        hits = sum(v[1] for v in self._pq.values())
+        ndcg = sum(v[2] for v in self._pq.values())
+        return {
+            "scored": scored,
+            "hits": hits,
+            "hr": hits / scored if scored else 0.0,
+            "ndcg": ndcg / scored if scored else 0.0,
+        }
 
     def _write(self, batch: StoreBatch) -> None:
         start = time.perf_counter()
@@ -990,6 +1120,24 @@ def _offset_meta(cls: type, offset: int) -> object:
         return cls(offset, "")
 
 
+def store_prequential(store: Store, topic: str, partitions: Iterable[int]) -> dict[str, float]:
+    """Durable prequential totals over ``partitions``: ``{"scored", "hits", "hr", "ndcg"}``
+    (HR@k and NDCG@k with the processors' ``prequential_k``)."""
+    versions = store.versions()
+    scored = hits = ppm = 0
+    for p in partitions:
+        ks, kh, kn = prequential_keys(topic, p)
+        scored += versions.get(ks, 0)
+        hits += versions.get(kh, 0)
+        ppm += versions.get(kn, 0)
+    return {
+        "scored": scored,
+        "hits": hits,
+        "hr": hits / scored if scored else 0.0,
+        "ndcg": ppm / 1e6 / scored if scored else 0.0,
+    }
+
+
 def store_counts(store: Store, topic: str, partitions: Iterable[int]) -> dict[str, int]:
     """Durable totals over ``partitions``: ``{"applied", "learned", "dead"}``.
 
@@ -1016,5 +1164,7 @@ __all__ = [
     "dead_key",
     "event_key",
     "learned_key",
+    "prequential_keys",
     "store_counts",
+    "store_prequential",
 ]
