@@ -19,6 +19,13 @@ def _keys(users: np.ndarray, items: np.ndarray) -> np.ndarray:
     return (users.astype(np.int64) << _SHIFT) | items.astype(np.int64)
 
 
+def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Merge sorted ``b`` (disjoint from ``a``) into sorted ``a``: O(len(a)), no re-sort."""
+    if not len(a) or not len(b):
+        return b.copy() if not len(a) else a
+    return np.insert(a, np.searchsorted(a, b), b)
+
+
 class SeenPairs:
     """Set of (user index, item index) pairs.
 
@@ -44,9 +51,9 @@ class SeenPairs:
             return
         new = unique_sorted(_keys(users, items))
         new = new[~self._contains_keys(new)]
-        self._tail = unique_sorted(np.concatenate([self._tail, new]))
+        self._tail = _merge(self._tail, new)
         if len(self._tail) > max(_TAIL_MAX, len(self._main) // 8):
-            self._main = unique_sorted(np.concatenate([self._main, self._tail]))
+            self._main = _merge(self._main, self._tail)
             self._tail = np.empty(0, np.int64)
 
     def _contains_keys(self, keys: np.ndarray) -> np.ndarray:
