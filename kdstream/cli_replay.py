@@ -47,20 +47,39 @@ def _reject_lines(what: str, rejects: Any, n: int, unit: str) -> list[str]:
 # --------------------------------------------------------------------------------- replay
 def _cmd_replay(args: argparse.Namespace) -> int:
     from kdstream.replay import read_log, replay
+    from kdstream.settings import Settings, kafka_client_kwargs
 
     cols, read_report = read_log(args.path, format=args.format, limit=args.limit)
     show = not args.no_progress
-    broker: str = args.broker
+    broker: str | None = args.broker
+    if broker == "embedded":
+        broker = "embedded://"
+    if broker is not None and not broker.startswith(("embedded://", "kafka://")):
+        raise ConfigError(f"--broker must be embedded:// or kafka://host:port, got {broker!r}")
     summary: list[str] = []
-    if broker.startswith("kafka://"):
-        from kdstream.stream._kafka_admin import create_topics, default_topics
+    # KDSTREAM_BROKER, the topic names and KDSTREAM_KAFKA_* (SASL/TLS) as every command reads them
+    settings = Settings.load({"broker": broker})
+    broker = settings.broker
+    if settings.broker_kind() == "kafka":
+        from kdstream.stream._kafka_admin import TopicSpec, create_topics
+        from kdstream.stream._kafka_auth import check_kafka_login
         from kdstream.stream._kafka_producer import KafkaEventProducer
 
-        create_topics(broker, default_topics())
-        with KafkaEventProducer(broker) as producer:
-            rep = replay(cols, producer, topic="kd.events", speed=args.speed, progress=show)
-        summary.append(f"sent {rep.sent} events to kd.events on {broker} in {rep.seconds:.1f} s")
-    elif broker in ("embedded://", "embedded"):
+        security = kafka_client_kwargs(settings)
+        bootstrap = ",".join(settings.kafka_bootstrap())
+        # a wrong password fails here, at once, as "Kafka authentication failed"
+        check_kafka_login(bootstrap, security)
+        specs = [
+            TopicSpec(settings.events_topic, settings.partitions),
+            TopicSpec(settings.soft_labels_topic, settings.partitions, compacted=True),
+            TopicSpec(settings.dlq_topic, 1),
+        ]
+        create_topics(bootstrap, specs, security=security)
+        topic = settings.events_topic
+        with KafkaEventProducer(bootstrap, **security) as producer:
+            rep = replay(cols, producer, topic=topic, speed=args.speed, progress=show)
+        summary.append(f"sent {rep.sent} events to {topic} on {broker} in {rep.seconds:.1f} s")
+    else:
         from kdstream.replay import Progress
         from kdstream.replay._evaluate import evaluation_config
         from kdstream.stream._runtime import EmbeddedPipeline
@@ -78,8 +97,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             f"learned {stats.events} events ({stats.teacher_refreshes} teacher refreshes); "
             + ", ".join(f"{name} HR@{k} {m.hr:.4f}" for name, m in metrics.items())
         )
-    else:
-        raise ConfigError(f"--broker must be embedded:// or kafka://host:port, got {broker!r}")
     summary.append(
         f"{rep.sent} events sent, {read_report.n_rejected + rep.rejected} lines rejected "
         f"({read_report.n_lines} lines read, format {read_report.format})"
@@ -135,7 +152,12 @@ def add_parsers(sub: Any) -> None:
         help="0: as fast as possible; X: log time divided by X (1 = real time)",
     )
     rp.add_argument("--limit", type=_positive_int, default=None, help="first N events (time order)")
-    rp.add_argument("--broker", default="embedded://", help="embedded:// or kafka://host:port")
+    rp.add_argument(
+        "--broker",
+        default=None,
+        help="embedded:// (default) or kafka://host:port (also KDSTREAM_BROKER); SASL/TLS from "
+        "KDSTREAM_KAFKA_* (see `kdstream settings`)",
+    )
     rp.add_argument("--seed", type=int, default=0, help="seed of the embedded pipeline")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     rp.set_defaults(func=_cmd_replay)

@@ -21,7 +21,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kdstream.errors import ConfigError
 from kdstream.settings import Settings, kafka_client_kwargs
 
 _log = logging.getLogger("kdstream.cli")
@@ -96,20 +95,17 @@ def _cmd_processor(args: argparse.Namespace) -> int:
     core = build_processor(
         settings, dim=args.dim, sync_every_s=args.sync_every_s, debug_ledger=args.debug_ledger
     )
+    # a rejected SASL login fails here with "Kafka authentication failed" (kafka-python
+    # itself would report an incompatible broker version, aiokafka retry)
+    from kdstream.stream._kafka_auth import check_kafka_login
+
+    check_kafka_login(bootstrap, kafka_client_kwargs(settings))
     if args.engine == "faust":
         from kdstream.stream._faust_app import run_faust_processor
 
-        if settings.kafka_security_protocol != "PLAINTEXT":
-            # the faust app is built without broker_credentials (see
-            # kdstream.settings.faust_broker_credentials for the mapping)
-            raise ConfigError(
-                "kafka_security_protocol: the faust engine supports PLAINTEXT only; "
-                f"use --engine kafka with {settings.kafka_security_protocol}"
-            )
-
         stats = run_faust_processor(
             bootstrap, core, group=settings.group, batch_size=settings.batch_size,
-            idle_exit_s=args.idle_exit_s,
+            idle_exit_s=args.idle_exit_s, security=kafka_client_kwargs(settings),
         )
     else:
         from kdstream.stream._processor import KafkaProcessorLoop

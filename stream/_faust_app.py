@@ -105,25 +105,73 @@ def _broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h}" for h in hosts)
 
 
-def topic_partitions(bootstrap: str, topic: str) -> int:
-    """Partition count of an existing topic (faust needs it for the co-partitioned table)."""
+def topic_partitions(
+    bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
+) -> int:
+    """Partition count of an existing topic (faust needs it for the co-partitioned table).
+
+    ``security``: kafka-python SASL/TLS arguments (``kdstream.settings.kafka_client_kwargs``).
+    """
     from ._kafka_admin import describe_topics
 
-    info = describe_topics(bootstrap.removeprefix("kafka://"), [topic])[topic]
+    info = describe_topics(bootstrap.removeprefix("kafka://"), [topic], security=security)[topic]
     if not info.get("exists"):
         raise ServiceError(f"topic {topic!r} does not exist: run `kdstream topics create`")
     return int(info["partitions"])
 
 
+def faust_credentials(security: Mapping[str, Any] | None) -> Any:
+    """faust ``broker_credentials`` for kafka-python security arguments (None: PLAINTEXT).
+
+    ``security`` is what ``kdstream.settings.kafka_client_kwargs`` returns, so one setting
+    drives both engines: ``SASL_PLAINTEXT``/``SASL_SSL`` -> ``faust.SASLCredentials`` (with a
+    TLS context for ``SASL_SSL``), ``SSL`` -> ``faust.SSLCredentials``. faust's aiokafka driver
+    turns them into its consumers' and producer's ``security_protocol``, ``sasl_*`` and
+    ``ssl_context`` (``credentials_to_aiokafka_auth``). The result holds the password; its
+    ``repr`` does not.
+    """
+    protocol = (security or {}).get("security_protocol", "PLAINTEXT")
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol not in ("SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError(f"security_protocol: unknown {protocol!r}")
+    import ssl
+
+    import faust
+
+    sec = dict(security or {})
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=sec.get("ssl_cafile"))
+        if sec.get("ssl_certfile") is not None:
+            context.load_cert_chain(sec["ssl_certfile"], sec.get("ssl_keyfile"))
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=sec.get("sasl_plain_username"),
+        password=sec.get("sasl_plain_password"),
+        mechanism=sec.get("sasl_mechanism") or "PLAIN",
+        ssl_context=context,  # a context makes faust use SASL_SSL
+    )
+
+
 def make_app(
-    app_id: str, bootstrap: str, partitions: int, cfg: FaustProcessorConfig
+    app_id: str,
+    bootstrap: str,
+    partitions: int,
+    cfg: FaustProcessorConfig,
+    credentials: Any | None = None,
 ) -> Any:
-    """A faust app tuned for kdstream: raw bytes, no web server, memory tables."""
+    """A faust app tuned for kdstream: raw bytes, no web server, memory tables.
+
+    ``credentials``: faust ``broker_credentials`` (see :func:`faust_credentials`).
+    """
     import faust
 
     return faust.App(
         app_id,
         broker=_broker_url(bootstrap),
+        broker_credentials=credentials,
         store="memory://",
         autodiscover=False,
         web_enabled=False,
@@ -159,6 +207,11 @@ class FaustProcessor:
     producer
         Dead-letter producer with ``send(topic, value, key=...)`` and ``flush()`` (default:
         a kafka-python :class:`~kdstream.stream._kafka_producer.KafkaEventProducer`).
+    security
+        kafka-python SASL/TLS arguments (``kdstream.settings.kafka_client_kwargs``), used by
+        the admin lookup and the dead-letter producer, and mapped to faust's
+        ``broker_credentials`` (:func:`faust_credentials`). A SASL login is checked first: a
+        rejected one raises ServiceError ("Kafka authentication failed ...") at once.
     """
 
     def __init__(
@@ -170,8 +223,10 @@ class FaustProcessor:
         config: FaustProcessorConfig | None = None,
         partitions: int | None = None,
         producer: Any | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         from ._kafka_admin import bootstrap_servers
+        from ._kafka_auth import check_kafka_login
         from ._kafka_producer import KafkaEventProducer
 
         self.cfg = cfg = config or FaustProcessorConfig()
@@ -179,9 +234,14 @@ class FaustProcessor:
         core.config = replace(core.config, write_retries=0)  # retry forever, inside the agent
         self.topics = core.config
         self.bootstrap = bootstrap.removeprefix("kafka://")
-        self.partitions = partitions or topic_partitions(self.bootstrap, self.topics.events_topic)
+        sec = dict(security or {})
+        credentials = faust_credentials(sec)  # a bad TLS file fails here, before any I/O
+        check_kafka_login(self.bootstrap, sec)
+        self.partitions = partitions or topic_partitions(
+            self.bootstrap, self.topics.events_topic, sec
+        )
         self.producer = producer or KafkaEventProducer(
-            bootstrap_servers(self.bootstrap), linger_ms=0
+            bootstrap_servers(self.bootstrap), linger_ms=0, **sec
         )
         core._dead_letter = self._send_dead
         core.flush_dead_letters = self.producer.flush
@@ -190,7 +250,7 @@ class FaustProcessor:
         self.ever_assigned = False
         self.last_record_at = time.monotonic()
         self.batches_seen = 0
-        self.app = make_app(group, self.bootstrap, self.partitions, cfg)
+        self.app = make_app(group, self.bootstrap, self.partitions, cfg, credentials)
         self._wire()
 
     # ---------------------------------------------------------------- wiring
@@ -385,10 +445,15 @@ def run_faust_processor(
     idle_exit_s: float | None = None,
     *,
     config: FaustProcessorConfig | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> ProcessorStats:
-    """Run ``core`` as a faust worker in this process (blocks; SIGTERM stops it cleanly)."""
+    """Run ``core`` as a faust worker in this process (blocks; SIGTERM stops it cleanly).
+
+    ``security``: kafka-python SASL/TLS arguments (see :class:`FaustProcessor`).
+    """
     cfg = replace(config or FaustProcessorConfig(), batch_size=batch_size)
-    return FaustProcessor(bootstrap, core, group=group, config=cfg).run(idle_exit_s)
+    processor = FaustProcessor(bootstrap, core, group=group, config=cfg, security=security)
+    return processor.run(idle_exit_s)
 
 
 def run_bare_counter(
@@ -444,6 +509,7 @@ def run_bare_counter(
 __all__ = [
     "FaustProcessor",
     "FaustProcessorConfig",
+    "faust_credentials",
     "make_app",
     "run_bare_counter",
     "run_faust_processor",

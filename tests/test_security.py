@@ -205,13 +205,30 @@ def test_cli_topics_passes_env_security_to_the_admin_client(
     assert KAFKA_PW not in out.out + out.err
 
 
-def test_cli_faust_engine_refuses_sasl(
+def test_cli_faust_engine_gets_the_security_settings(
     kafka_calls: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from kdstream.stream import _faust_app, _kafka_auth
+    from kdstream.stream._processor import ProcessorStats
+
     for key, value in _sasl_env().items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(ConfigError, match="faust engine supports PLAINTEXT only"):
-        cli_runtime.main(["processor", "--engine", "faust", "--broker", "kafka://h:9092"])
+    seen: dict[str, Any] = {}
+
+    def fake_run(bootstrap: str, core: Any, **kw: Any) -> ProcessorStats:
+        seen.update(kw, bootstrap=bootstrap)
+        return ProcessorStats()
+
+    def fake_check(bootstrap: str, security: Any, **kw: Any) -> None:
+        seen["checked"] = dict(security)
+
+    monkeypatch.setattr(_faust_app, "run_faust_processor", fake_run)
+    monkeypatch.setattr(_kafka_auth, "check_kafka_login", fake_check)
+    argv = ["processor", "--engine", "faust", "--broker", "kafka://h:9092", "--idle-exit-s", "1"]
+    assert cli_runtime.main(argv) == 0
+    want = kafka_client_kwargs(Settings(**SASL))
+    assert seen["bootstrap"] == "h:9092"
+    assert seen["security"] == want and seen["checked"] == want
 
 
 # ------------------------------------------------------------------------------ the API
@@ -370,3 +387,94 @@ def test_cli_settings_dump_and_startup_log_hold_no_secret(
     assert "kafka_sasl_password='***'" in caplog.text
     for secret in (KAFKA_PW, REDIS_PW, API_PW):
         assert secret not in caplog.text
+
+
+# ------------------------------------------------------------------------------ faust engine
+def test_faust_credentials_from_kafka_python_kwargs() -> None:
+    """One setting drives both engines: kafka-python kwargs -> faust -> aiokafka arguments."""
+
+    import faust
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    from kdstream.stream._faust_app import faust_credentials
+
+    assert faust_credentials(None) is None
+    assert faust_credentials(kafka_client_kwargs(Settings())) is None
+    for mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        sec = kafka_client_kwargs(Settings(**{**SASL, "kafka_sasl_mechanism": mechanism}))
+        creds = faust_credentials(sec)
+        assert isinstance(creds, faust.SASLCredentials)
+        assert KAFKA_PW not in repr(creds)
+        # what faust's aiokafka driver hands to AIOKafkaConsumer/AIOKafkaProducer
+        assert credentials_to_aiokafka_auth(creds) == {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": "kd",
+            "sasl_plain_password": KAFKA_PW,
+            "ssl_context": None,
+        }
+        # the same credentials as kdstream.settings builds from the settings themselves
+        other = faust_broker_credentials(Settings(**{**SASL, "kafka_sasl_mechanism": mechanism}))
+        assert credentials_to_aiokafka_auth(other) == credentials_to_aiokafka_auth(creds)
+
+
+def test_faust_credentials_tls(monkeypatch: pytest.MonkeyPatch, pem: Path) -> None:
+    import ssl
+
+    import faust
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    from kdstream.stream._faust_app import faust_credentials
+
+    contexts: list[dict[str, Any]] = []
+    real = ssl.create_default_context
+
+    def fake_context(purpose: Any = ssl.Purpose.SERVER_AUTH, **kw: Any) -> ssl.SSLContext:
+        contexts.append(kw)  # the dummy PEM cannot be loaded: record where it would come from
+        return real(purpose)
+
+    monkeypatch.setattr(ssl, "create_default_context", fake_context)
+    sasl_ssl = Settings(**{**SASL, "kafka_security_protocol": "SASL_SSL"},
+                        kafka_ssl_cafile=str(pem))
+    auth = credentials_to_aiokafka_auth(faust_credentials(kafka_client_kwargs(sasl_ssl)))
+    assert auth["security_protocol"] == "SASL_SSL"
+    assert isinstance(auth["ssl_context"], ssl.SSLContext)
+    assert auth["sasl_plain_password"] == KAFKA_PW
+    assert contexts == [{"cafile": str(pem)}]
+    tls = faust_credentials(kafka_client_kwargs(
+        Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(pem))
+    ))
+    assert isinstance(tls, faust.SSLCredentials)
+    assert credentials_to_aiokafka_auth(tls)["security_protocol"] == "SSL"
+    with pytest.raises(ConfigError, match="security_protocol"):
+        faust_credentials({"security_protocol": "SASL_TLS"})
+
+
+def test_faust_app_gets_the_credentials() -> None:
+    from kdstream.stream._faust_app import FaustProcessorConfig, faust_credentials, make_app
+
+    creds = faust_credentials(kafka_client_kwargs(Settings(**SASL)))
+    app = make_app("kd-sec-test", "127.0.0.1:9092", 2, FaustProcessorConfig(), creds)
+    assert app.conf.broker_credentials is creds
+    assert make_app("kd-sec-test2", "127.0.0.1:9092", 2, FaustProcessorConfig()).conf \
+        .broker_credentials is None
+
+
+def test_login_check_is_a_no_op_without_sasl(
+    kafka_calls: list[tuple[str, dict[str, Any]]],
+) -> None:
+    from kdstream.stream._kafka_auth import check_kafka_login
+
+    check_kafka_login("127.0.0.1:9", {})
+    check_kafka_login("127.0.0.1:9", None)
+    assert kafka_calls == []
+
+
+def test_login_check_reports_an_unreachable_broker_without_the_password() -> None:
+    from kdstream.stream._kafka_auth import check_kafka_login
+
+    with pytest.raises(ServiceError, match="cannot reach Kafka") as info:
+        check_kafka_login(
+            f"127.0.0.1:{_free_port()}", kafka_client_kwargs(Settings(**SASL)), timeout_s=2.0
+        )
+    assert KAFKA_PW not in _chain(info.value)
