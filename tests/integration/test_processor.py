@@ -1,4 +1,8 @@
-"""The processor against a real Kafka and Redis: learning, DLQ, counts, SIGKILL, two in a group."""
+"""The processor against a real Kafka and Redis, under both engines (``--engine kafka|faust``).
+
+The learn/DLQ/soft-label test runs once per engine; the SIGKILL restarts stay one per engine
+(their streams and checks differ) and the two-processors-in-a-group test is Kafka's.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kdstream.stream import DeadLetter, Event, encode_event
+from kdstream.stream import DeadLetter, Event, SoftLabels, encode_event, encode_soft_labels
 from kdstream.stream._kafka_admin import create_topics, default_topics
 from kdstream.stream._kafka_producer import KafkaEventProducer
 from kdstream.stream._processor import store_counts
@@ -20,6 +24,7 @@ from kdstream.stream._redis_store import RedisStore
 
 PARTITIONS = 4
 ROOT = Path(__file__).resolve().parents[2]
+ENGINES = [pytest.param("kafka", id="kafka"), pytest.param("faust", id="faust")]
 
 
 def _topics(bootstrap: str, prefix: str) -> dict[str, str]:
@@ -33,13 +38,13 @@ def _topics(bootstrap: str, prefix: str) -> dict[str, str]:
 
 def _processor(
     bootstrap: str, redis_url: str, prefix: str, topics: dict[str, str], idle_exit_s: float,
-    group: str | None = None, batch_size: int = 200,
+    group: str | None = None, batch_size: int = 200, engine: str = "kafka",
 ) -> subprocess.Popen[str]:
     cmd = [
-        sys.executable, "-m", "kdstream.cli_runtime", "processor",
+        sys.executable, "-m", "kdstream.cli_runtime", "processor", "--engine", engine,
         "--broker", f"kafka://{bootstrap}", "--store", redis_url, "--namespace", prefix,
         "--events-topic", topics["events"], "--soft-labels-topic", topics["soft"],
-        "--dlq-topic", topics["dlq"], "--group", group or f"{prefix}-proc",
+        "--dlq-topic", topics["dlq"], "--group", group or f"{prefix}-{engine}",
         "--batch-size", str(batch_size), "--dim", "16", "--idle-exit-s", str(idle_exit_s),
         "--sync-every-s", "0.5",
     ]
@@ -85,8 +90,23 @@ def _read_dlq(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> l
         consumer.close()
 
 
+def _kill_when_learned(
+    proc: subprocess.Popen[str], store: RedisStore, topic: str, learned: int
+) -> tuple[dict[str, int], str]:
+    """SIGKILL ``proc`` once the store counts ``learned`` events; the counts after, and stderr."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if store_counts(store, topic, range(PARTITIONS))["learned"] >= learned:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    _out, err = proc.communicate(timeout=10)
+    return store_counts(store, topic, range(PARTITIONS)), err
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_events_are_learned_and_bad_records_dead_lettered(
-    kafka_bootstrap: str, redis_url: str, unique_prefix: str
+    engine: str, kafka_bootstrap: str, redis_url: str, unique_prefix: str
 ) -> None:
     topics = _topics(kafka_bootstrap, unique_prefix)
     good = _events(600)
@@ -99,19 +119,32 @@ def test_events_are_learned_and_bad_records_dead_lettered(
             values.append((e.user, b'{"user": "x", "item": "i", "ts": "yesterday"}'))
             bad += 2
     _produce(kafka_bootstrap, topics["events"], values)
-    stats = _finish(_processor(kafka_bootstrap, redis_url, unique_prefix, topics, 6.0))
+    # soft labels for u7 on the compacted topic: consumed (by faust into its changelog Table)
+    # and applied to the learner
+    label = SoftLabels(items=("i1", "i4"), logits=(2.0, 1.0), temperature=1.0,
+                       teacher_version=1, trained_until=1.7e9 + 600, user="u7")
+    _produce(kafka_bootstrap, topics["soft"], [("u7", encode_soft_labels(label))])
     store = RedisStore(redis_url, namespace=unique_prefix)
+    assert store.user_vector("u7") is None
+    stats = _finish(
+        _processor(kafka_bootstrap, redis_url, unique_prefix, topics, 6.0, engine=engine)
+    )
     counts = store_counts(store, topics["events"], range(PARTITIONS))
     assert counts == {"applied": len(values), "learned": len(good), "dead": bad}
-    assert stats["learned"] == len(good)
-    assert store.user_vector("u7") is not None
-    assert "i49" in store.seen("u7") or store.seen("u7")
+    assert stats["learned"] == len(good) and stats["dead_lettered"] == bad
+    assert stats["skipped_duplicates"] == 0
+    vector = store.user_vector("u7")
+    assert vector is not None and vector.shape == (16,) and float(abs(vector).sum()) > 0
+    # every item u7 clicked is in its seen set (so the set is not empty either)
+    assert {e.item for e in good if e.user == "u7"} <= set(store.seen("u7"))
+    assert stats["soft_labels_applied"] >= 1
     letters = _read_dlq(kafka_bootstrap, topics["dlq"], bad)
     assert len(letters) == bad
     reasons = {d.reason.split(":")[0] for d in letters}
     assert "record is not valid JSON" in reasons
     assert any(d.field == "ts" for d in letters)
     assert all(d.source == topics["events"] and d.offset is not None for d in letters)
+    assert len({(d.partition, d.offset) for d in letters}) == bad  # each dead-lettered once
 
 
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
@@ -122,21 +155,39 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     _produce(kafka_bootstrap, topics["events"], [(e.user, encode_event(e)) for e in events])
     store = RedisStore(redis_url, namespace=unique_prefix)
     proc = _processor(kafka_bootstrap, redis_url, unique_prefix, topics, 30.0, batch_size=100)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        learned = store_counts(store, topics["events"], range(PARTITIONS))["learned"]
-        if learned >= 3000:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    _out, err = proc.communicate(timeout=10)
-    before = store_counts(store, topics["events"], range(PARTITIONS))
+    before, err = _kill_when_learned(proc, store, topics["events"], 3000)
     assert 0 < before["learned"] < len(events), (before, err[-3000:])  # killed mid-stream
     stats = _finish(_processor(kafka_bootstrap, redis_url, unique_prefix, topics, 6.0))
     after = store_counts(store, topics["events"], range(PARTITIONS))
     assert after == {"applied": len(events), "learned": len(events), "dead": 0}
     # the restarted process learned exactly the rest, and skipped what Kafka re-delivered
     assert stats["learned"] == len(events) - before["learned"]
+
+
+def test_faust_worker_sigkilled_mid_stream_restarts_without_loss_or_double_learning(
+    kafka_bootstrap: str, redis_url: str, unique_prefix: str
+) -> None:
+    topics = _topics(kafka_bootstrap, unique_prefix)
+    events = _events(12_000, n_users=500, n_items=300)
+    values = [(e.user, encode_event(e)) for e in events]
+    for n in range(0, len(values), 997):  # a few malformed ones, so dead counts cross the kill
+        values.insert(n, ("u1", b"not json"))
+    bad = len(values) - len(events)
+    _produce(kafka_bootstrap, topics["events"], values)
+    store = RedisStore(redis_url, namespace=unique_prefix)
+    proc = _processor(kafka_bootstrap, redis_url, unique_prefix, topics, 30.0,
+                      batch_size=100, engine="faust")
+    before, err = _kill_when_learned(proc, store, topics["events"], 2000)
+    assert 0 < before["learned"] < len(events), (before, err[-3000:])  # killed mid-stream
+    assert before["applied"] == before["learned"] + before["dead"]
+    stats = _finish(
+        _processor(kafka_bootstrap, redis_url, unique_prefix, topics, 6.0, engine="faust")
+    )
+    after = store_counts(store, topics["events"], range(PARTITIONS))
+    assert after == {"applied": len(values), "learned": len(events), "dead": bad}
+    # the restarted worker learned exactly the rest; what Kafka re-delivered was skipped
+    assert stats["learned"] == len(events) - before["learned"]
+    assert stats["dead_lettered"] == bad - before["dead"]
 
 
 def test_two_processors_split_the_partitions_and_learn_every_event(
