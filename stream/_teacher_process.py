@@ -10,6 +10,13 @@ with the teacher's version. Restarts: after each refresh the model, the id maps 
 are saved under ``state_dir`` *before* the consumer's offsets are committed, so a restarted
 process loads them and resumes from the committed offsets (events after the last commit are
 re-read into the window; nothing is published twice for a refresh that was saved).
+
+Refreshes by event count happen at exact counts: every valid event on the topic counts (also
+the non-positive ones, which the window leaves out by default), and a poll that crosses the
+``every_events`` boundary is split there, so refresh ``k`` trains on exactly the first
+``k * every_events`` events (if ``min_events`` allows) whatever the poll sizes were, and the
+offsets committed after it are those of the boundary. That makes runs comparable with the
+embedded runtime, whose refresh policy counts the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from kdstream.online import Vocab
 from kdstream.teacher import RefreshPolicy, TeacherConfig, TeacherJob, run_job
 
 from ._codec import decode_records, encode_soft_labels
+from ._event import Event
 from ._soft_labels import soft_label_messages
 
 _log = logging.getLogger(__name__)
@@ -54,6 +62,13 @@ class TeacherProcessConfig:
         Events kept for training.
     epochs, dim, top_m, transition_items
         Teacher training budget, width, labels per key and items given transition labels.
+    teacher
+        A complete :class:`~kdstream.teacher.TeacherConfig` instead of the one built from
+        ``dim``, ``epochs``, ``top_m`` and ``window_events`` (e.g. the embedded runtime's, to
+        compare the two runtimes).
+    window_positives_only
+        Train on positive events only (default); ``False`` keeps every valid event in the
+        window, as the embedded runtime does.
     """
 
     bootstrap: str
@@ -69,6 +84,8 @@ class TeacherProcessConfig:
     dim: int = 32
     top_m: int = 20
     transition_items: int = 500
+    teacher: TeacherConfig | None = None
+    window_positives_only: bool = True
 
 
 class TeacherProcess:
@@ -96,7 +113,7 @@ class TeacherProcess:
             every_events=cfg.every_events, every_seconds=cfg.every_seconds,
             min_events=cfg.min_events,
         )
-        self.teacher_config = TeacherConfig(
+        self.teacher_config = cfg.teacher or TeacherConfig(
             dim=cfg.dim, n_heads=2, epochs=cfg.epochs, top_m=cfg.top_m, device="cpu",
             window_events=cfg.window_events,
         )
@@ -123,6 +140,8 @@ class TeacherProcess:
         self.since_refresh = 0
         self.published = 0
         self.refreshes = 0
+        #: (topic, partition) -> next offset folded into the window (committed at a refresh)
+        self._positions: dict[tuple[str, int], int] = {}
         self._load()
 
     # ------------------------------------------------------------------ state
@@ -191,7 +210,7 @@ class TeacherProcess:
             n += 1
         self.producer.flush()
         self._save()
-        self.consumer.commit()  # after the save: a restart resumes with this window and model
+        self._commit()  # after the save: a restart resumes with this window and model
         self.published += n
         self.refreshes += 1
         self.since_refresh = 0
@@ -199,10 +218,58 @@ class TeacherProcess:
                   result.seconds)
         return n
 
+    def _commit(self) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        from ._processor import _offset_meta
+
+        if self._positions:
+            self.consumer.commit({
+                TopicPartition(t, p): _offset_meta(OffsetAndMetadata, off)
+                for (t, p), off in self._positions.items()
+            })
+
+    def _fold(self, events: list[Event]) -> None:
+        if self.config.window_positives_only:
+            events = [e for e in events if e.signal() > 0]
+        if not events:
+            return
+        keep = self.config.window_events
+        u = self.users.add_many([e.user for e in events])
+        i = self.items.add_many([e.item for e in events])
+        self.window_users = np.concatenate([self.window_users, u])[-keep:]
+        self.window_items = np.concatenate([self.window_items, i])[-keep:]
+        self.last_ts = max([self.last_ts, *(e.ts for e in events)])
+
+    def ingest(self, records: list[Any], max_refreshes: int | None = None) -> bool:
+        """Fold polled records into the window, refreshing exactly at each ``every_events``
+        boundary; returns False once ``max_refreshes`` is reached (the rest is left unread:
+        its offsets are not committed)."""
+        decoded, _dead = decode_records(records, ts=time.time())
+        by_record = {id(r): e for r, e in decoded}
+        segment: list[Event] = []
+        by_count = self.policy.every_events is not None
+        for r in records:
+            self._positions[(r.topic, r.partition)] = r.offset + 1
+            e = by_record.get(id(r))
+            if e is None:
+                continue
+            segment.append(e)
+            self.events_seen += 1
+            self.since_refresh += 1
+            if by_count and self.policy.due(self.since_refresh, 0.0, self.events_seen):
+                self._fold(segment)
+                segment = []
+                self.refresh()
+                if max_refreshes is not None and self.refreshes >= max_refreshes:
+                    return False
+        self._fold(segment)
+        return True
+
     def run(self, max_refreshes: int | None = None, idle_exit_s: float | None = None
             ) -> dict[str, Any]:
         """Consume and refresh until stopped, ``max_refreshes`` or ``idle_exit_s``."""
-        keep = self.config.window_events
         last_refresh = last_record = time.monotonic()
         try:
             while not self.stop.is_set():
@@ -210,20 +277,18 @@ class TeacherProcess:
                 records = [r for batch in polled.values() for r in batch]
                 if records:
                     last_record = time.monotonic()
-                    decoded, _dead = decode_records(records, ts=time.time())
-                    if decoded:
-                        events = [e for _, e in decoded if e.signal() > 0]
-                        u = self.users.add_many([e.user for e in events])
-                        i = self.items.add_many([e.item for e in events])
-                        self.window_users = np.concatenate([self.window_users, u])[-keep:]
-                        self.window_items = np.concatenate([self.window_items, i])[-keep:]
-                        self.last_ts = max([self.last_ts, *(e.ts for e in events)])
-                        self.events_seen += len(events)
-                        self.since_refresh += len(events)
+                    before = self.refreshes
+                    going = self.ingest(records, max_refreshes)
+                    if self.refreshes > before:
+                        last_refresh = time.monotonic()
+                    if not going:
+                        break
                 elif idle_exit_s is not None and time.monotonic() - last_record > idle_exit_s:
                     break
                 seconds = time.monotonic() - last_refresh
-                if self.policy.due(self.since_refresh, seconds, self.events_seen):
+                if self.policy.every_seconds is not None and self.policy.due(
+                    self.since_refresh, seconds, self.events_seen
+                ):
                     self.refresh()
                     last_refresh = time.monotonic()
                     if max_refreshes is not None and self.refreshes >= max_refreshes:
