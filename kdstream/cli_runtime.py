@@ -189,6 +189,8 @@ def _cmd_local(args: argparse.Namespace) -> int:
     if args.action == "up":
         info = local_up(cfg, log=lambda m: print(m, file=sys.stderr))
         print(f"kafka: {info.kafka_url}\nredis: {info.redis_url}")
+        if info.kafka_sasl_bootstrap:  # KDSTREAM_LOCAL_SASL_USERS=user:password[,...]
+            print(f"kafka (SASL_PLAINTEXT, PLAIN/SCRAM-SHA-256): kafka://{info.kafka_sasl_bootstrap}")
     elif args.action == "down":
         print(json.dumps(local_down(cfg, wipe=args.wipe)))
     else:

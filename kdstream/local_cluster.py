@@ -764,6 +764,7 @@ def local_status(cfg: LocalClusterConfig) -> dict[str, Any]:
         "home": str(cfg.home),
         "kafka": {
             "url": cfg.kafka_url,
+            "sasl_url": f"kafka://{cfg.kafka_sasl_bootstrap}" if cfg.kafka_sasl_bootstrap else None,
             "pid": kafka_pid,
             "alive": kafka_pid is not None,
             "answering": kafka_ready(cfg.kafka_bootstrap, timeout=2.0),

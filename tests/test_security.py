@@ -478,3 +478,39 @@ def test_login_check_reports_an_unreachable_broker_without_the_password() -> Non
             f"127.0.0.1:{_free_port()}", kafka_client_kwargs(Settings(**SASL)), timeout_s=2.0
         )
     assert KAFKA_PW not in _chain(info.value)
+
+
+# ------------------------------------------------------------------------------ local cluster
+def test_local_cluster_sasl_listener_properties() -> None:
+    from kdstream.local_cluster import LocalClusterConfig, _server_properties
+
+    plain = _server_properties(LocalClusterConfig())
+    assert "SASL" not in plain and "jaas" not in plain  # the default stays PLAINTEXT only
+    cfg = LocalClusterConfig(sasl_users={"kd": KAFKA_PW, "ops": "pw2"}, sasl_port=19094)
+    props = dict(
+        line.split("=", 1) for line in _server_properties(cfg).splitlines() if line
+    )
+    assert props["listeners"].endswith(",SASL_PLAINTEXT://127.0.0.1:19094")
+    assert "SASL_PLAINTEXT://127.0.0.1:19094" in props["advertised.listeners"]
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert "SASL_PLAINTEXT:SASL_PLAINTEXT" in props["listener.security.protocol.map"]
+    jaas = props["listener.name.sasl_plaintext.plain.sasl.jaas.config"]
+    assert f'user_kd="{KAFKA_PW}"' in jaas and 'user_ops="pw2"' in jaas
+    assert KAFKA_PW not in repr(cfg)
+    assert cfg.kafka_sasl_bootstrap == "127.0.0.1:19094"
+
+
+def test_local_cluster_sasl_users_from_env_and_validation() -> None:
+    from kdstream.local_cluster import LocalClusterConfig
+
+    env = {"KDSTREAM_LOCAL_SASL_USERS": f"kd:{KAFKA_PW},ops:x", "KDSTREAM_KAFKA_SASL_PORT": "19"}
+    cfg = LocalClusterConfig.from_env(env)
+    assert cfg.sasl_users == {"kd": KAFKA_PW, "ops": "x"} and cfg.sasl_port == 19
+    with pytest.raises(ConfigError, match="KDSTREAM_LOCAL_SASL_USERS=\\*\\*\\*") as info:
+        LocalClusterConfig.from_env({"KDSTREAM_LOCAL_SASL_USERS": KAFKA_PW})
+    assert KAFKA_PW not in str(info.value)
+    for users in ({}, {"k d": "pw"}, {"kd": ""}, {"kd": 'a"b'}, {"kd": "a;b"}):
+        with pytest.raises(ConfigError, match="sasl_users"):
+            LocalClusterConfig(sasl_users=users)
+    with pytest.raises(ConfigError, match="distinct"):
+        LocalClusterConfig(sasl_users={"kd": "pw"}, sasl_port=9092)
