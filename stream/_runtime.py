@@ -249,6 +249,10 @@ class EmbeddedPipeline:
             self._window_users.append(b.users)
             self._window_items.append(b.items)
             self._window_len += len(b.users)
+            # Trimmed here, not only when a job is made: a busy (slow) teacher skips jobs, and
+            # the window must not grow with the stream meanwhile. Amortised: once per window.
+            if self._window_len > 2 * self.config.teacher.window_events:
+                self._trim_window()
             self._since_refresh += len(b.users)
             self._maybe_refresh(float(ts[-1]))
         self.events.commit()
@@ -310,13 +314,17 @@ class EmbeddedPipeline:
             self._worker = TeacherWorker(self._teacher, self._publish)
         return self._worker
 
-    def _make_job(self, stream_time: float) -> TeacherJob | None:
-        users = np.concatenate(self._window_users)
-        items = np.concatenate(self._window_items)
+    def _trim_window(self) -> tuple[np.ndarray, np.ndarray]:
+        """Keep the teacher's window (its last ``window_events`` events) and return it."""
         keep = self.config.teacher.window_events
-        users, items = users[-keep:], items[-keep:]
+        users = np.concatenate(self._window_users)[-keep:]
+        items = np.concatenate(self._window_items)[-keep:]
         self._window_users, self._window_items = [users], [items]
         self._window_len = len(users)
+        return users, items
+
+    def _make_job(self, stream_time: float) -> TeacherJob | None:
+        users, items = self._trim_window()
         if len(users) < 2:
             return None
         # per-user sequences of the window (time order), the last max_len of each

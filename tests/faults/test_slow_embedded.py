@@ -94,13 +94,6 @@ def test_slow_teacher_never_blocks_the_embedded_event_path(
     assert pipe.stats.teacher_refreshes == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EmbeddedPipeline.step appends every batch to _window_users/_window_items and trims "
-    "them to teacher.window_events only in _make_job, which is skipped while the worker is "
-    "busy: a slow teacher makes the window grow with the stream (fix in stream/_runtime.py, "
-    "see RELIABILITY.md, scenario 6)",
-)
 def test_slow_teacher_window_stays_bounded(blocked_teacher: dict[str, Any]) -> None:
     pipe = _pipeline()
     try:
