@@ -135,6 +135,9 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
         window_events=args.window_events,
         epochs=args.epochs,
     )
+    from kdstream.stream._kafka_auth import check_kafka_login
+
+    check_kafka_login(cfg.bootstrap, kafka_client_kwargs(settings))
     proc = TeacherProcess(cfg, security=kafka_client_kwargs(settings))
     _stop_on_sigterm(proc.stop)
     summary = proc.run(max_refreshes=args.max_refreshes, idle_exit_s=args.idle_exit_s)
@@ -144,9 +147,11 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
 
 def _cmd_topics(args: argparse.Namespace) -> int:
     from kdstream.stream._kafka_admin import create_topics, describe_topics
+    from kdstream.stream._kafka_auth import check_kafka_login
 
     settings = _settings(args)
     bootstrap = ",".join(settings.kafka_bootstrap())
+    check_kafka_login(bootstrap, kafka_client_kwargs(settings))
     names = [settings.events_topic, settings.soft_labels_topic, settings.dlq_topic]
     if args.action == "create":
         from kdstream.stream._kafka_admin import TopicSpec

@@ -196,11 +196,16 @@ def test_cli_topics_passes_env_security_to_the_admin_client(
     kafka_calls: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from kdstream.stream import _kafka_auth
+
     for key, value in _sasl_env().items():
         monkeypatch.setenv(key, value)
+    checked: list[Any] = []
+    monkeypatch.setattr(_kafka_auth, "check_kafka_login", lambda b, sec: checked.append(sec))
     assert cli_runtime.main(["topics", "describe", "--broker", "kafka://127.0.0.1:9092"]) == 0
     assert [n for n, _ in kafka_calls] == ["KafkaAdminClient"]
     assert _has_sasl(kafka_calls[0][1])
+    assert checked == [kafka_client_kwargs(Settings(**SASL))]  # the login is checked first
     out = capsys.readouterr()
     assert KAFKA_PW not in out.out + out.err
 
