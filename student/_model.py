@@ -168,6 +168,7 @@ class Student:
         self.pos_w = (pos / max(pos.sum(), 1e-12)).astype(np.float32)
         self.g_pos = np.zeros(big_l, np.float32)
         self.seen = SeenPairs()
+        self._mark: np.ndarray | None = None  # scratch for _candidate_negatives
 
     # ------------------------------------------------------------------ growth
     def grow(self, n_users: int, n_items: int) -> None:
@@ -465,8 +466,7 @@ class Student:
         negatives, q_neg, b_neg = negatives[:_KD_REST], q_neg[:_KD_REST], b_neg[:_KD_REST]
         zn = query @ q_neg.T + b_neg
         # a negative that is also a candidate takes part once, as a candidate
-        dup = (negatives[None, :, None] == cand[:, None, :]).any(axis=2)
-        zn[dup] = -np.inf
+        zn[self._candidate_negatives(cand, negatives)] = -np.inf
         teacher = np.concatenate([targets.logits, np.full(zn.shape, -np.inf, np.float32)], axis=1)
         student = np.concatenate([zs, zn], axis=1)
         g = _kd_logit_grad(student, teacher, targets.temperature, rest=zn.shape[1])
@@ -482,6 +482,21 @@ class Student:
             dq.append((negatives, g_n.T @ query))
             dq.append((cand.ravel(), (g_c[:, :, None] * query[:, None, :]).reshape(-1, d)))
         return g_query, dq
+
+    def _candidate_negatives(self, cand: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+        """(R, S) mask: ``negatives[j]`` is among the candidates ``cand[r]`` (S <= 31).
+
+        A per-item bit mark (bit j: the item is negatives[j]) gathered once per candidate: one
+        pass over the (R, M) candidates instead of an (R, S, M) comparison.
+        """
+        if self._mark is None or len(self._mark) < len(self.Q):
+            self._mark = np.zeros(len(self.Q), np.int32)
+        mark = self._mark
+        bit = np.left_shift(1, np.arange(len(negatives), dtype=np.int32))
+        np.bitwise_or.at(mark, negatives, bit)
+        bits = np.bitwise_or.reduce(mark[cand], axis=1)
+        mark[negatives] = 0  # the scratch array stays all-zero between calls
+        return ((bits[:, None] >> np.arange(len(negatives), dtype=np.int32)) & 1).astype(bool)
 
     def hist_update(
         self, users: np.ndarray, items: np.ndarray, contexts: np.ndarray | None = None

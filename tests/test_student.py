@@ -253,3 +253,18 @@ def test_load_rejects_corrupt_state(tmp_path):
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ConfigError, match=field):
         StudentConfig(**{field: value})
+
+
+def test_candidate_negative_mask_matches_a_plain_comparison() -> None:
+    """Negatives that are also teacher candidates (repeats included) are found per row."""
+    rng = np.random.default_rng(3)
+    st = Student(StudentConfig(dim=4, seed=0))
+    st.grow(1, 60)
+    for _ in range(20):
+        cand = rng.integers(0, 60, (30, 7))
+        negatives = rng.integers(0, 60, 16)
+        negatives[2] = negatives[9] = cand[4, 1]  # a repeated negative that is a candidate
+        want = (negatives[None, :, None] == cand[:, None, :]).any(axis=2)
+        got = st._candidate_negatives(cand, negatives)
+        assert got.dtype == bool and (got == want).all()
+        assert st._mark is not None and not st._mark.any()  # the scratch is left clean
