@@ -82,6 +82,11 @@ def _segment_sum(inverse: np.ndarray, grads: np.ndarray, n: int) -> np.ndarray:
     return out.reshape(n, d)
 
 
+def _weighted_rows(w: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(B, d) sums ``sum_l w[b, l] * rows[b, l]`` as one stacked matmul (faster than einsum)."""
+    return (w[:, None, :] @ rows)[:, 0, :]
+
+
 def _hits(items: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) pairs where ``negatives[column] == items[row]``, without a (B, S) compare."""
     order = np.argsort(negatives, kind="stable")
@@ -238,7 +243,7 @@ class Student:
         if contexts.shape[1]:
             w = self.context_weights(contexts)
             # -1 reads the zero spare row, which adds nothing
-            h += np.einsum("bl,bld->bd", w, self.C[contexts])
+            h += _weighted_rows(w, np.take(self.C, contexts, axis=0))
         return h
 
     def user_query(self, user: int) -> np.ndarray:
@@ -363,10 +368,11 @@ class Student:
         if contexts is None:
             contexts = self.event_contexts(users, items)
         # one gather of the context vectors serves the query and the position-weight gradient
-        c_ctx = self.C[contexts]  # -1 reads the zero spare row
+        # take, not fancy indexing: about twice as fast for (B, L) indices
+        c_ctx = np.take(self.C, contexts, axis=0)  # -1 reads the zero spare row
         h = self.P[users].copy()
         if contexts.shape[1]:
-            h += np.einsum("bl,bld->bd", self.context_weights(contexts), c_ctx)
+            h += _weighted_rows(self.context_weights(contexts), c_ctx)
 
         hard_w = np.abs(w)
         if soft is not None and len(soft.rows):
@@ -437,7 +443,7 @@ class Student:
             ev, slot = np.nonzero(contexts >= 0)
             d_c_rows.append((contexts[ev, slot], dh[ev] * w[ev, slot][:, None]))
             # padding reads the zero spare row, so it adds nothing to the position gradient
-            d_pos = np.einsum("bd,bld->l", dh, c_ctx)
+            d_pos = (c_ctx @ dh[:, :, None])[:, :, 0].sum(axis=0)
         else:
             d_pos = np.zeros(0, np.float32)
         return Gradients(p=[(users, dh)], q=d_q_rows, c=d_c_rows, b=d_b_rows, pos=d_pos)
@@ -459,8 +465,8 @@ class Student:
         lift them above other items.
         """
         cand = targets.items
-        qc = self.Q[cand]
-        zs = np.einsum("rd,rmd->rm", query, qc) + self.b[cand]
+        qc = np.take(self.Q, cand, axis=0)
+        zs = (qc @ query[:, :, None])[:, :, 0] + self.b[cand]
         # A few of the batch's negatives stand for the rest of the catalogue: enough to lift
         # the candidates above other items, cheap enough to keep the step fast.
         negatives, q_neg, b_neg = negatives[:_KD_REST], q_neg[:_KD_REST], b_neg[:_KD_REST]
@@ -473,7 +479,7 @@ class Student:
         g *= targets.alpha[:, None]
         m = cand.shape[1]
         g_c, g_n = g[:, :m], g[:, m:]
-        g_query = np.einsum("rm,rmd->rd", g_c, qc) + g_n @ q_neg
+        g_query = _weighted_rows(g_c, qc) + g_n @ q_neg
         d_b_rows.append((cand.ravel(), g_c.ravel()))
         d_b_rows.append((negatives, g_n.sum(axis=0)))
         dq: list[tuple[np.ndarray, np.ndarray]] = []
