@@ -106,8 +106,13 @@ class DelayProxy:
     def close(self) -> None:
         """Stop accepting and drop every open connection."""
         self._closed.set()
+        # shutdown first: on Linux, close() alone does not wake the accept() blocked on it
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._server.close()
+        if self._thread.ident is not None:
+            self._thread.join(5)
         with self._lock:
             for s in self._sockets:
                 with contextlib.suppress(OSError):

@@ -546,15 +546,19 @@ def scenario_redis_restart(
 # ------------------------------------------------------------------------------ the teacher
 class Teacher:
     """``kdstream teacher`` in a subprocess, refreshing every ``every_s`` seconds (logs to a
-    file); its state (model, window) lives under ``state_dir`` across restarts."""
+    file); its state (model, window) lives under ``state_dir`` across restarts. With
+    ``fit_delay_s`` each training step first sleeps that long (``slow_teacher.py``)."""
 
     def __init__(
         self, cluster: FaultCluster, topics: Topics, prefix: str, state_dir: Path,
-        log_dir: Path, every_s: float = 2.0,
+        log_dir: Path, every_s: float = 2.0, fit_delay_s: float | None = None,
     ) -> None:
         self.log_path = log_dir / f"teacher-{time.monotonic_ns()}.log"
+        # fit_delay_s: a slow training step, injected by a wrapper script (scenario 6)
+        main = (["-m", "kdstream.cli_runtime"] if fit_delay_s is None else
+                [str(Path(__file__).with_name("slow_teacher.py")), str(fit_delay_s)])
         cmd = [
-            sys.executable, "-m", "kdstream.cli_runtime", "teacher",
+            sys.executable, *main, "teacher",
             "--broker", f"kafka://{cluster.bootstrap}", "--events-topic", topics.events,
             "--soft-labels-topic", topics.soft, "--dlq-topic", topics.dlq,
             "--teacher-group", f"{prefix}-teacher", "--state-dir", str(state_dir),
