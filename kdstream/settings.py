@@ -375,30 +375,12 @@ def faust_broker_credentials(settings: Settings) -> Any:
     """faust's ``broker_credentials`` for the security settings (None for PLAINTEXT).
 
     ``SSL`` -> ``faust.SSLCredentials``; ``SASL_*`` -> ``faust.SASLCredentials`` (with a TLS
-    context for ``SASL_SSL``). Imports faust and ssl lazily.
+    context for ``SASL_SSL``): the same mapping the faust engine applies to kafka-python's
+    arguments. Imports faust lazily.
     """
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    import ssl
+    from kdstream.stream._faust_app import faust_credentials
 
-    import faust
-
-    context = None
-    if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=settings.kafka_ssl_cafile
-        )
-        if settings.kafka_ssl_certfile is not None:
-            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
-        password=settings.kafka_sasl_password,
-        mechanism=settings.kafka_sasl_mechanism,
-        ssl_context=context,
-    )
+    return faust_credentials(kafka_client_kwargs(settings))
 
 
 def _check_broker(broker: str) -> None:
