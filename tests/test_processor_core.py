@@ -330,13 +330,15 @@ def test_a_write_that_committed_but_lost_its_reply_is_not_applied_twice() -> Non
 
 # ------------------------------------------------------------ prequential counters
 def _stream_values(n: int, seed: int) -> list[bytes]:
-    from kdstream.replay import SyntheticConfig, generate_events
-
-    cfg = SyntheticConfig(n_users=150, n_items=120, n_events=n, drift_every=0, seed=seed)
-    return [
-        json.dumps({"user": e.user, "item": e.item, "type": e.type, "ts": e.ts}).encode()
-        for e in generate_events(cfg)
-    ]
+    """Taste-cluster clicks, every 10th a low rating (a negative that is learned, not scored)."""
+    out = []
+    for t, (user, item, ts) in enumerate(_synthetic(n, n_users=150, n_items=120, seed=seed)):
+        if t % 10 == 9:
+            out.append(json.dumps({"user": user, "item": item, "type": "rating", "ts": ts,
+                                   "value": 1.0}).encode())
+        else:
+            out.append(_event(user, item, ts))
+    return out
 
 
 def test_prequential_counters_follow_the_harness_protocol() -> None:
