@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/faults.py [--json] [--kills 20] [--only NAME ...]
 
 Starts its own Kafka + Redis (``kdstream.local_cluster``, free ports, a temporary home), runs
-the scenarios of ``tests/faults/scenarios.py`` one after the other, then the hostile-input
+the scenarios of ``tests/faults/scenarios.py`` and ``tests/faults/slow.py`` (scenario 6: slow
+Redis, slow teacher; ``slow_teacher_embedded`` needs no cluster) one after the other, then the
+hostile-input
 runs (>= 100,000 records through the decoders and the processor core, >= 10,000 through
 ``POST /v1/events``), and prints per scenario ``produced``, ``learned``, ``dead_lettered``,
 ``lost``, ``duplicated`` and ``recovery_s`` (``--json``: one object).
@@ -28,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from faults import scenarios as sc  # noqa: E402
+from faults import slow  # noqa: E402
 from faults.hostile import hostile_stream  # noqa: E402
 
 
@@ -129,6 +132,49 @@ def _fuzz_api(n: int, per_request: int = 100) -> dict[str, Any]:
     }
 
 
+def _slow_teacher_embedded(n: int, window: int = 5_000, batch: int = 256) -> dict[str, Any]:
+    """``EmbeddedPipeline`` (production mode) whose teacher ``fit`` blocks until the stream
+    is drained: every event learned without waiting; the events held for the teacher."""
+    import threading
+
+    from kdstream.stream._runtime import EmbeddedPipeline, PipelineConfig
+    from kdstream.teacher import RefreshPolicy, TeacherConfig, _trainer
+
+    release = threading.Event()
+    original = _trainer.SASRecTeacher.fit
+
+    def blocked_fit(self: Any, *a: Any, **k: Any) -> Any:
+        release.wait(600)
+        return original(self, *a, **k)
+
+    _trainer.SASRecTeacher.fit = blocked_fit  # type: ignore[method-assign]
+    try:
+        pipe = EmbeddedPipeline(PipelineConfig(
+            batch_size=batch, deterministic=False, variants=("student+kd",), transition_items=0,
+            refresh=RefreshPolicy(every_events=1_000, min_events=1_000),
+            teacher=TeacherConfig(dim=8, max_len=4, epochs=1, top_m=2, device="cpu",
+                                  window_events=window),
+        ))
+        pipe.produce(sc.good_event(i) for i in range(n))
+        held = 0
+        start = time.perf_counter()
+        while pipe.step() > 0:
+            held = max(held, sum(len(a) for a in pipe._window_users))
+        seconds = time.perf_counter() - start
+        busy = pipe._worker is not None and pipe._worker.busy
+        release.set()
+        pipe.close()
+    finally:
+        release.set()
+        _trainer.SASRecTeacher.fit = original  # type: ignore[method-assign]
+    return {
+        "produced": n, "learned": pipe.stats.events, "dead_lettered": pipe.stats.dead_lettered,
+        "lost": n - pipe.stats.events - pipe.stats.dead_lettered, "duplicated": 0,
+        "recovery_s": 0.0, "teacher_busy_throughout": busy, "window_events": window,
+        "events_held_for_teacher_max": held, "events_per_s": round(n / seconds),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true")
@@ -137,6 +183,8 @@ def main() -> int:
     parser.add_argument("--fuzz-records", type=int, default=100_000)
     parser.add_argument("--api-records", type=int, default=10_000)
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--redis-delay-ms", type=float, default=25.0,
+                        help="slow_redis: delay per chunk, each direction")
     args = parser.parse_args()
     out: dict[str, Any] = {}
     def want(name: str) -> bool:
@@ -150,6 +198,8 @@ def main() -> int:
         note("fuzz_decoders", _fuzz_decoders(args.fuzz_records))
     if want("fuzz_api"):
         note("fuzz_api", _fuzz_api(args.api_records))
+    if want("slow_teacher_embedded"):
+        note("slow_teacher_embedded", _slow_teacher_embedded(50_000))
     cluster_runs = [
         ("processor_kills", lambda c, p, d: sc.scenario_processor_kills(
             c, p, d, kills=args.kills, rate=args.rate)),
@@ -160,6 +210,11 @@ def main() -> int:
         # recovery_s: teacher restart -> a new teacher version in the store
         ("teacher_outage", lambda c, p, d: sc.scenario_teacher_outage(
             c, p, d, every_s=2.0, down_intervals=5, rate=args.rate)),
+        # scenario 6; recovery_s: delay off -> backlog drained / 0 (the stream never stopped)
+        ("slow_redis", lambda c, p, d: slow.scenario_slow_redis(
+            c, p, d, delay_s=args.redis_delay_ms / 1000, slow_s=60, rate=args.rate)),
+        ("slow_teacher", lambda c, p, d: slow.scenario_slow_teacher(
+            c, p, d, fit_delay_s=5.0, versions=4, rate=args.rate, timeout_s=300)),
     ]
     cluster_runs = [(n, f) for n, f in cluster_runs if want(n)]
     if cluster_runs:
