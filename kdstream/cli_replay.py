@@ -34,6 +34,59 @@ def _speed(text: str) -> float:
     return value
 
 
+_CSV_FLAGS = ("user_col", "item_col", "time_col", "type_col", "value_col")
+
+
+def _column(text: str) -> str | int:
+    """A CSV column: a 0-based index when all digits, else a header name."""
+    return int(text) if text.isdigit() else text
+
+
+def _add_csv_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "generic CSV logs (--format csv)",
+        "name the columns (header names, or 0-based indices); any of these implies --format csv",
+    )
+    g.add_argument("--user-col", type=_column, help="user id column")
+    g.add_argument("--item-col", type=_column, help="item id column")
+    g.add_argument("--time-col", type=_column, help="timestamp column")
+    g.add_argument("--type-col", type=_column, help="behaviour column (view, addtocart, ...)")
+    g.add_argument("--value-col", type=_column, help="optional numeric column (a rating)")
+    g.add_argument("--sep", default=",", help="field separator (default ,)")
+    g.add_argument("--no-header", action="store_true", help="the first line is data")
+    g.add_argument(
+        "--time-unit", default="s", choices=("s", "ms", "us", "iso"),
+        help="epoch seconds (default), milliseconds, microseconds or ISO-8601",
+    )
+    g.add_argument(
+        "--default-type", default="view",
+        help="event type of every line when there is no --type-col (default view)",
+    )
+
+
+def _csv_spec(args: argparse.Namespace) -> tuple[str, Any]:
+    """(format, CsvSpec or None) from the CSV flags; raises ConfigError naming what is missing."""
+    from kdstream.replay import CsvSpec
+
+    given = [name for name in _CSV_FLAGS if getattr(args, name) is not None]
+    fmt = args.format
+    if not given and fmt != "csv":
+        return fmt, None
+    if fmt not in ("auto", "csv"):
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise ConfigError(f"{flags}: only used with --format csv, got --format {fmt}")
+    missing = [n for n in _CSV_FLAGS[:3] if getattr(args, n) is None]
+    if missing:
+        flags = ", ".join("--" + n.replace("_", "-") for n in missing)
+        raise ConfigError(f"--format csv needs {flags} (a header name or a 0-based index)")
+    spec = CsvSpec(
+        args.user_col, args.item_col, args.time_col, type_col=args.type_col,
+        value_col=args.value_col, sep=args.sep, header=not args.no_header,
+        time_unit=args.time_unit, default_type=args.default_type,
+    )
+    return "csv", spec
+
+
 def _reject_lines(what: str, rejects: Any, n: int, unit: str) -> list[str]:
     if not n:
         return []
@@ -49,7 +102,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from kdstream.replay import read_log, replay
     from kdstream.settings import Settings, kafka_client_kwargs
 
-    cols, read_report = read_log(args.path, format=args.format, limit=args.limit)
+    fmt, spec = _csv_spec(args)
+    cols, read_report = read_log(args.path, format=fmt, spec=spec, limit=args.limit)
     show = not args.no_progress
     broker: str | None = args.broker
     if broker == "embedded":
@@ -114,6 +168,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from kdstream.replay._evaluate import evaluate
     from kdstream.replay._report import format_markdown
 
+    fmt, spec = _csv_spec(args)
     report = evaluate(
         args.path,
         variants=args.variants,
@@ -124,7 +179,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         river_sample=args.river_sample,
         progress=not args.no_progress,
-        format=args.format,
+        format=fmt,
+        csv_spec=spec,
     )
     print(format_markdown(report))
     print(f"wrote report.json, report.md and curves.png to {args.out}")
@@ -160,6 +216,7 @@ def add_parsers(sub: Any) -> None:
     )
     rp.add_argument("--seed", type=int, default=0, help="seed of the embedded pipeline")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_csv_flags(rp)
     rp.set_defaults(func=_cmd_replay)
 
     ev = sub.add_parser(
@@ -189,6 +246,7 @@ def add_parsers(sub: Any) -> None:
         "log so that river takes about a minute)",
     )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_csv_flags(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
 

@@ -31,7 +31,7 @@ from kdstream.stream._runtime import PipelineConfig, scaled_config
 
 from ._columns import EventColumns
 from ._progress import Progress
-from ._readers import read_log
+from ._readers import CsvSpec, read_log
 
 VARIANTS = ("popularity", "river-mf", "student", "student+kd", "teacher")
 #: predict_one calls river may spend on the sample (~6 us each: about a minute)
@@ -135,12 +135,15 @@ def evaluation_config(
 
 
 def _load(
-    path_or_columns: str | Path | EventColumns, fmt: str, limit: int | None
+    path_or_columns: str | Path | EventColumns,
+    fmt: str,
+    limit: int | None,
+    spec: CsvSpec | None = None,
 ) -> tuple[EventColumns, dict[str, Any]]:
     if isinstance(path_or_columns, EventColumns):
         cols = path_or_columns if limit is None else path_or_columns.slice(0, limit)
         return cols, {"dataset": "<columns>", "format": "columns", "rejected_lines": 0}
-    cols, rr = read_log(path_or_columns, format=fmt, limit=limit)
+    cols, rr = read_log(path_or_columns, format=fmt, spec=spec, limit=limit)
     return cols, {
         "dataset": str(path_or_columns),
         "format": rr.format,
@@ -255,6 +258,7 @@ def run_evaluation(
     progress: bool = False,
     format: str = "auto",
     progress_stream: TextIO | None = None,
+    csv_spec: CsvSpec | None = None,
 ) -> EvaluationRun:
     """Run the evaluation and return the report with the curves (see :func:`evaluate`)."""
     from kdstream.stream._runtime import EmbeddedPipeline
@@ -264,7 +268,7 @@ def run_evaluation(
         raise ConfigError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
     if river_sample is not None and river_sample < 1:
         raise ConfigError(f"river_sample must be >= 1, got {river_sample}")
-    columns, meta = _load(path_or_columns, format, limit)
+    columns, meta = _load(path_or_columns, format, limit, csv_spec)
     n = len(columns)
     if n == 0:
         raise ConfigError(f"no events to evaluate in {meta['dataset']!r}")
@@ -352,6 +356,7 @@ def evaluate(
     progress: bool = False,
     format: str = "auto",
     progress_stream: TextIO | None = None,
+    csv_spec: CsvSpec | None = None,
 ) -> dict[str, Any]:
     """Prequential evaluation of several variants on one log; returns the ``report.json`` dict.
 
@@ -378,6 +383,8 @@ def evaluate(
         Progress line on ``progress_stream`` (stderr).
     format
         Log format for :func:`read_log`.
+    csv_spec
+        The columns of a generic CSV log (``format="csv"``).
     """
     run = run_evaluation(
         path_or_columns,
@@ -390,6 +397,7 @@ def evaluate(
         progress=progress,
         format=format,
         progress_stream=progress_stream,
+        csv_spec=csv_spec,
     )
     if out_dir is not None:
         from ._report import write_report

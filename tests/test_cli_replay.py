@@ -128,3 +128,54 @@ def test_evaluate_writes_the_report(
 def test_evaluate_rejects_unknown_variant(log: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="variants"):
         _main(["evaluate", str(log), "--variants", "popularity,als", "--out", str(tmp_path)])
+
+
+def _retail_csv(tmp_path: Path) -> Path:
+    """A RetailRocket-style log: millisecond times, behaviour column, one bad timestamp."""
+    rows = ["timestamp;visitorid;event;itemid"]
+    for k in range(200):
+        event = ("view", "addtocart", "transaction")[k % 3]
+        rows.append(f"{1_433_221_332_000 + 1000 * k};v{k % 17};{event};{k * 7 % 31}")
+    rows.insert(50, "soon;v1;view;3")
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_replay_reads_a_generic_csv_from_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = _retail_csv(tmp_path)
+    argv = ["replay", str(path), "--sep", ";", "--user-col", "visitorid", "--item-col", "itemid",
+            "--time-col", "0", "--type-col", "event", "--time-unit", "ms", "--no-progress"]
+    assert _main(argv) == 0
+    out = capsys.readouterr().out
+    assert "200 events sent, 1 lines rejected" in out and "format csv" in out
+    assert re.search(r"^  line 51: time is not a number", out, flags=re.M)
+
+
+def test_evaluate_reads_a_generic_csv_from_flags(tmp_path: Path) -> None:
+    path = _retail_csv(tmp_path)
+    out_dir = tmp_path / "out"
+    argv = ["evaluate", str(path), "--format", "csv", "--sep", ";", "--user-col", "1",
+            "--item-col", "3", "--time-col", "0", "--time-unit", "ms", "--variants", "popularity",
+            "--no-progress", "--out", str(out_dir)]
+    assert _main(argv) == 0
+    report = json.loads((out_dir / "report.json").read_text())
+    meta = report["metadata"]
+    assert meta["format"] == "csv" and meta["rejected_lines"] == 1
+    assert report["variants"]["popularity"]["events"] == 200
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--format", "csv", "--user-col", "u"], "needs --item-col, --time-col"),
+        (["--format", "jsonl", "--user-col", "u"], "--user-col: only used with --format csv"),
+        (["--format", "csv"], "needs --user-col, --item-col, --time-col"),
+    ],
+)
+def test_csv_flags_name_what_is_missing(tmp_path: Path, argv: list[str], message: str) -> None:
+    path = _retail_csv(tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _main(["replay", str(path), "--no-progress", *argv])
