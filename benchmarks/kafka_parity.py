@@ -60,8 +60,17 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 K = 10
 
 
-def parity_config(n_events: int, seed: int, batch: int, partitions: int) -> Any:
-    """``kdstream evaluate``'s pipeline for ``n_events``, with refreshes on batch boundaries."""
+def parity_config(
+    n_events: int,
+    seed: int,
+    batch: int,
+    partitions: int,
+    every: int | None = None,
+    teacher_epochs: int | None = None,
+    teacher_dim: int | None = None,
+) -> Any:
+    """``kdstream evaluate``'s pipeline for ``n_events``, with refreshes on batch boundaries
+    (``every``, ``teacher_epochs``, ``teacher_dim``: overrides for small test runs)."""
     from kdstream.stream._runtime import scaled_config
 
     cfg = scaled_config(
@@ -72,13 +81,24 @@ def parity_config(n_events: int, seed: int, batch: int, partitions: int) -> Any:
     def up(x: int) -> int:
         return max(batch, math.ceil(x / batch) * batch)
 
-    every = up(cfg.refresh.every_events or n_events)
+    every = up(every or cfg.refresh.every_events or n_events)
+    teacher = cfg.teacher
+    if teacher_epochs:
+        teacher = replace(teacher, epochs=teacher_epochs)
+    if teacher_dim:
+        teacher = replace(teacher, dim=teacher_dim)
     return replace(
         cfg,
         refresh=replace(cfg.refresh, every_events=every, min_events=min(cfg.refresh.min_events,
                                                                         every)),
-        label_delay_events=up(cfg.label_delay_events),
+        label_delay_events=up(max(500, every // 10)),
+        teacher=replace(teacher, window_events=min(2 * every, 200_000)),
     )
+
+
+def _config_of(a: argparse.Namespace) -> Any:
+    return parity_config(a.n_events, a.seed, a.batch, a.partitions, a.every, a.teacher_epochs,
+                         a.teacher_dim)
 
 
 def load(dataset: str, limit: int | None) -> Any:
@@ -104,7 +124,8 @@ def embedded(columns: Any, cfg: Any) -> dict[str, Any]:
     stats = pipeline.run()
     rep = pipeline.prequential.report
     out: dict[str, Any] = {"seconds": round(time.perf_counter() - t0, 1),
-                           "refresh_positions": list(stats.refresh_positions)}
+                           "refresh_positions": list(stats.refresh_positions),
+                           "soft_labels_applied": stats.soft_labels_applied}
     for name in ("student", "student+kd"):
         m = rep.metrics[name]
         out[name] = {"hr@10": round(m.hr, 6), "ndcg@10": round(m.ndcg_at_k, 6), "scored": m.n}
@@ -124,7 +145,7 @@ def _role_processor(a: argparse.Namespace) -> None:
     )
     from kdstream.stream._redis_store import RedisStore
 
-    cfg = parity_config(a.n_events, a.seed, a.batch, a.partitions)
+    cfg = _config_of(a)
     learner = cfg.learner if a.distill else replace(cfg.learner, distill=False)
     store = RedisStore(a.redis, namespace=a.namespace)
     hub = StoreItemHub(RedisStore(a.redis, namespace=f"{a.namespace}.hub"), cfg.student.dim)
@@ -182,7 +203,7 @@ def _role_teacher(a: argparse.Namespace) -> None:
     """The teacher process with the embedded run's teacher config and refresh points."""
     from kdstream.stream._teacher_process import TeacherProcess, TeacherProcessConfig
 
-    cfg = parity_config(a.n_events, a.seed, a.batch, a.partitions)
+    cfg = _config_of(a)
     proc = TeacherProcess(TeacherProcessConfig(
         bootstrap=a.broker, events_topic=f"{a.prefix}.events",
         soft_labels_topic=f"{a.prefix}.soft-labels", group=f"{a.prefix}-teacher",
@@ -199,6 +220,9 @@ def _spawn(role: str, args: argparse.Namespace, prefix: str, **extra: Any) -> An
            "--redis", args.redis, "--prefix", prefix, "--n-events", str(args.n_events),
            "--seed", str(args.seed), "--batch", str(args.batch),
            "--partitions", str(args.partitions)]
+    for name in ("every", "teacher_epochs", "teacher_dim"):
+        if getattr(args, name, None):
+            cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
@@ -325,6 +349,7 @@ def kafka_run(args: argparse.Namespace, columns: Any, cfg: Any, distill: bool,
     return {
         "hr@10": round(pq["hr"], 6), "ndcg@10": round(pq["ndcg"], 6), "scored": pq["scored"],
         "batches": stats["batches"], "seconds": round(seconds, 1),
+        "soft_labels_applied": stats["soft_labels_applied"],
         "label_positions": sorted(int(v) for v in stats["labels_applied_at"].values()),
         "expected_label_positions": [d for _r, d in schedule],
     }
@@ -334,38 +359,11 @@ def _gap(kafka: float, emb: float) -> float | None:
     return round((kafka - emb) / emb, 4) if emb else None
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = ap.add_argument  # the main command and the two subprocess roles share options
-    sub("role", nargs="?", default="run", choices=("run", "_processor", "_teacher"))
-    sub("--dataset", default="ml-100k")
-    sub("--limit", type=int, default=None)
-    sub("--broker", default="127.0.0.1:9092")
-    sub("--redis", default="redis://127.0.0.1:6379")
-    sub("--partitions", type=int, default=1)
-    sub("--batch", type=int, default=250)
-    sub("--seed", type=int, default=0)
-    sub("--idle-exit-s", type=float, default=3600.0)
-    sub("--skip-student", action="store_true", help="skip the student-only pair")
-    sub("--json", action="store_true")
-    # subprocess roles
-    sub("--prefix")
-    sub("--namespace")
-    sub("--n-events", type=int)
-    sub("--distill", type=int, default=1)
-    sub("--state-dir")
-    args = ap.parse_args()
+def compare(args: argparse.Namespace, columns: Any, log: Any = print) -> dict[str, Any]:
+    """The three runs on ``columns``; the figures as one flat dict."""
     args.broker = args.broker.removeprefix("kafka://")
-    if args.role == "_processor":
-        _role_processor(args)
-        return
-    if args.role == "_teacher":
-        _role_teacher(args)
-        return
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else print
-    columns = load(args.dataset, args.limit)
     args.n_events = len(columns)
-    cfg = parity_config(args.n_events, args.seed, args.batch, args.partitions)
+    cfg = _config_of(args)
     log(f"{args.n_events} events; refresh every {cfg.refresh.every_events}, labels visible "
         f"{cfg.label_delay_events} events later, batches of {args.batch}, "
         f"{args.partitions} partition(s)")
@@ -383,6 +381,7 @@ def main() -> None:
         "scored": [emb["student+kd"]["scored"], kd["scored"]],
         "label_positions_match": kd["label_positions"] == kd["expected_label_positions"],
         "kafka_batches": kd["batches"],
+        "soft_labels_applied": [emb["soft_labels_applied"], kd["soft_labels_applied"]],
     }
     if not args.skip_student:
         st = kafka_run(args, columns, cfg, False, log)
@@ -392,6 +391,47 @@ def main() -> None:
             "kafka_student_hr@10": st["hr@10"],
             "student_relative_gap": _gap(st["hr@10"], emb["student"]["hr@10"]),
         })
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line (also the subprocess roles' and the integration test's options)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_argument  # the main command and the two subprocess roles share options
+    sub("role", nargs="?", default="run", choices=("run", "_processor", "_teacher"))
+    sub("--dataset", default="ml-100k")
+    sub("--limit", type=int, default=None)
+    sub("--broker", default="127.0.0.1:9092")
+    sub("--redis", default="redis://127.0.0.1:6379")
+    sub("--partitions", type=int, default=1)
+    sub("--batch", type=int, default=250)
+    sub("--seed", type=int, default=0)
+    sub("--idle-exit-s", type=float, default=3600.0)
+    sub("--skip-student", action="store_true", help="skip the student-only pair")
+    sub("--every", type=int, default=None, help="teacher refresh interval (events)")
+    sub("--teacher-epochs", type=int, default=None)
+    sub("--teacher-dim", type=int, default=None)
+    sub("--json", action="store_true")
+    # subprocess roles
+    sub("--prefix")
+    sub("--namespace")
+    sub("--n-events", type=int)
+    sub("--distill", type=int, default=1)
+    sub("--state-dir")
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
+    args.broker = args.broker.removeprefix("kafka://")
+    if args.role == "_processor":
+        _role_processor(args)
+        return
+    if args.role == "_teacher":
+        _role_teacher(args)
+        return
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else print
+    out = compare(args, load(args.dataset, args.limit), log)
     print(json.dumps(out) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
 
 
