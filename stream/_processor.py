@@ -247,6 +247,9 @@ class ProcessorStats:
     soft_labels_applied: int = 0
     seconds_learning: float = 0.0
     seconds_writing: float = 0.0
+    seconds_syncing: float = 0.0  # item-table syncs (hub push + pull), part of the batches
+    max_batch_s: float = 0.0  # the slowest process() call: a latency tail's upper bound
+    seconds_writing_items: float = 0.0  # the store writes that carried the served item table
 
 
 @dataclass
@@ -656,6 +659,13 @@ class ProcessorCore:
         read from the store first). Every record ends up learned, dead-lettered, or skipped as
         a duplicate of an applied one.
         """
+        t0 = time.perf_counter()
+        try:
+            return self._process(records, now)
+        finally:
+            self.stats.max_batch_s = max(self.stats.max_batch_s, time.perf_counter() - t0)
+
+    def _process(self, records: Sequence[RecordLike], now: float | None) -> BatchResult:
         topic = self.config.events_topic
         now = time.time() if now is None else now
         new_parts = {r.partition for r in records} - set(self._applied)
@@ -680,7 +690,9 @@ class ProcessorCore:
             self._pq_pending = {}
         self.stats.seconds_learning += time.perf_counter() - start
         if self._sync_due():
+            t_sync = time.perf_counter()
             item_batch = self.sync_items()
+            self.stats.seconds_syncing += time.perf_counter() - t_sync
             batch.item_ids = item_batch.item_ids
             batch.item_vectors = item_batch.item_vectors
             batch.item_bias = item_batch.item_bias
@@ -876,7 +888,10 @@ class ProcessorCore:
             self.store.write_batch(batch)
 
         self._retrying("store write", attempt)
-        self.stats.seconds_writing += time.perf_counter() - start
+        took = time.perf_counter() - start
+        self.stats.seconds_writing += took
+        if batch.item_vectors is not None:
+            self.stats.seconds_writing_items += took
 
     def _written(self, batch: StoreBatch) -> bool:
         for key, offset in batch.offsets.items():
