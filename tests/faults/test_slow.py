@@ -4,9 +4,9 @@ RSS margins: once warm, neither process holds anything that grows with the strea
 processor's state is sized by the load's users and items (500 x 300, dim 16: < 1 MiB), a batch
 is ``batch_size`` records and kafka-python prefetches at most one fetch per partition; the
 backlog waits in Kafka. So its later peak may exceed its earlier one only by allocator noise:
-8 MiB (measured: under 1.5 MiB). The teacher's window is capped (5,000 events) and its model
+8 MiB (measured: +1.5 MiB at most). The teacher's window is capped (5,000 events) and its model
 fixed; a later refresh may still touch a little more of torch's allocator caches than the
-first: 64 MiB on ~730 MiB (measured: under 10 MiB).
+first: 64 MiB on ~730 MiB (measured: +8.5 MiB).
 """
 
 from __future__ import annotations
