@@ -67,7 +67,8 @@ def prefill(broker: str, prefix: str, n: int, partitions: int) -> tuple[int, int
 
 
 def _processor(args: argparse.Namespace, prefix: str, namespace: str, group: str,
-               engine: str, idle_exit_s: float) -> subprocess.Popen[str]:
+               engine: str, idle_exit_s: float, sync_every_s: float | None = None
+               ) -> subprocess.Popen[str]:
     cmd = [
         sys.executable, "-m", "kdstream.cli_runtime", "processor", "--engine", engine,
         "--broker", f"kafka://{args.broker}", "--store", args.redis, "--namespace", namespace,
@@ -76,6 +77,8 @@ def _processor(args: argparse.Namespace, prefix: str, namespace: str, group: str
         "--batch-size", str(args.batch), "--dim", str(args.dim),
         "--idle-exit-s", str(idle_exit_s),
     ]
+    if sync_every_s is not None:
+        cmd += ["--sync-every-s", str(sync_every_s)]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -142,13 +145,14 @@ def bare_faust(args: argparse.Namespace, prefix: str, total: int) -> dict[str, A
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def latency(args: argparse.Namespace, engine: str) -> dict[str, Any]:
+def latency(args: argparse.Namespace, engine: str, sync_every_s: float | None = None
+            ) -> dict[str, Any]:
     """Event-to-store latency at a sustained rate, one processor, fresh topic."""
     prefix = f"lat{uuid.uuid4().hex[:8]}"
     create_topics(args.broker, default_topics(prefix, partitions=args.partitions))
     topic = f"{prefix}.events"
     store = RedisStore(args.redis, namespace=prefix)
-    proc = _processor(args, prefix, prefix, f"{prefix}-g", engine, 6.0)
+    proc = _processor(args, prefix, prefix, f"{prefix}-g", engine, 6.0, sync_every_s)
     sent: dict[tuple[int, int], float] = {}
     lock = threading.Lock()
     from kafka import KafkaProducer
@@ -232,6 +236,14 @@ def latency(args: argparse.Namespace, engine: str) -> dict[str, Any]:
         "not_applied": missing,
         "lost": 200 + n - counts["learned"] - counts["dead"],
         "batches": stats["batches"],
+        "sync_every_s": sync_every_s,
+        # where a batch's time goes (seconds over the run; see ProcessorStats)
+        "seconds_learning": round(stats["seconds_learning"], 2),
+        "seconds_writing": round(stats["seconds_writing"], 2),
+        "seconds_syncing": round(stats.get("seconds_syncing", 0.0), 2),
+        "seconds_writing_items": round(stats.get("seconds_writing_items", 0.0), 2),
+        "item_syncs": stats["item_syncs"],
+        "max_batch_ms": round(stats.get("max_batch_s", 0.0) * 1e3, 1),
     }
 
 
@@ -249,10 +261,17 @@ def main() -> None:
     ap.add_argument("--prefix", help="reuse a topic pre-filled by an earlier run (same --events)")
     ap.add_argument("--skip-two", action="store_true", help="skip the two-processor runs")
     ap.add_argument("--only-latency", action="store_true", help="only the latency runs")
+    ap.add_argument("--compare-sync", default=None,
+                    help="comma-separated --sync-every-s values: kafka-engine latency runs, "
+                         "one per value, in this run (compare settings under the same load)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     args.broker = args.broker.removeprefix("kafka://")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else print
+    if args.compare_sync:
+        for value in args.compare_sync.split(","):
+            log(json.dumps(latency(args, "kafka", float(value))))
+        return
     if args.only_latency:
         for engine in ("kafka", "faust"):
             log(json.dumps(latency(args, engine)))
