@@ -134,6 +134,7 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
         every_seconds=settings.teacher_every_seconds,
         window_events=args.window_events,
         epochs=args.epochs,
+        max_refresh_s=args.max_refresh_seconds,
     )
     from kdstream.stream._kafka_auth import check_kafka_login
 
@@ -227,6 +228,11 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--state-dir", dest="state_dir")
     t.add_argument("--window-events", type=int, default=100_000)
     t.add_argument("--epochs", type=int, default=3)
+    t.add_argument(
+        "--max-refresh-seconds", type=float, default=3600.0,
+        help="longest a refresh may take before Kafka drops the teacher from its group "
+        "(sets max.poll.interval.ms; default 3600)",
+    )
     t.add_argument("--max-refreshes", type=int, default=None)
     t.add_argument("--idle-exit-s", type=float, default=None)
     t.set_defaults(func=_cmd_teacher)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ from ._deadletter import DeadLetter
 from ._event import Event
 from ._log import EmbeddedConsumer, EmbeddedLog, EmbeddedProducer
 from ._soft_labels import soft_label_messages
+
+RECENT_DEAD_LETTERS = 1000
 
 _log = logging.getLogger(__name__)
 
@@ -166,7 +169,9 @@ class EmbeddedPipeline:
         self.variants = self._build_variants()
         self.prequential = Prequential(self.variants, k=cfg.k)
         self.stats = PipelineStats()
-        self.dead_letters: list[DeadLetter] = []
+        # the latest dead letters, for inspection; all of them are on the DLQ topic and counted
+        # in stats.dead_lettered, so hostile input cannot grow this without bound
+        self.dead_letters: deque[DeadLetter] = deque(maxlen=RECENT_DEAD_LETTERS)
         self._window_users: list[np.ndarray] = []
         self._window_items: list[np.ndarray] = []
         self._window_len = 0

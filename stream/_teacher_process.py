@@ -69,6 +69,11 @@ class TeacherProcessConfig:
     window_positives_only
         Train on positive events only (default); ``False`` keeps every valid event in the
         window, as the embedded runtime does.
+    max_refresh_s
+        Longest a refresh (training and publishing) may take. The consumer is not polled while
+        the teacher trains, and Kafka drops a group member that has not polled within
+        ``max.poll.interval.ms`` (5 minutes by default), after which the refresh's offset
+        commit would fail; so that interval is set from this bound (default one hour).
     """
 
     bootstrap: str
@@ -86,6 +91,7 @@ class TeacherProcessConfig:
     transition_items: int = 500
     teacher: TeacherConfig | None = None
     window_positives_only: bool = True
+    max_refresh_s: float = 3600.0
 
 
 class TeacherProcess:
@@ -120,13 +126,13 @@ class TeacherProcess:
         sec = dict(security or {})
         self.producer = producer or KafkaEventProducer(servers, **sec)
         self.consumer = KafkaConsumer(
-            cfg.events_topic,
             bootstrap_servers=servers,
             group_id=cfg.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=5000,
             session_timeout_ms=10_000,
+            max_poll_interval_ms=int(cfg.max_refresh_s * 1000),
             **sec,
         )
         self.users = Vocab()
@@ -142,7 +148,11 @@ class TeacherProcess:
         self.refreshes = 0
         #: (topic, partition) -> next offset folded into the window (committed at a refresh)
         self._positions: dict[tuple[str, int], int] = {}
+        #: positions of the saved window: where a restart resumes if the commit after the save
+        #: did not happen (a crash between the two, or the group dropped a slow refresh)
+        self._saved_positions: dict[tuple[str, int], int] = {}
         self._load()
+        self.consumer.subscribe([cfg.events_topic], listener=self._listener())
 
     # ------------------------------------------------------------------ state
     def _load(self) -> None:
@@ -155,6 +165,9 @@ class TeacherProcess:
         self.items = Vocab(state["items"])
         self.last_ts = float(state["last_ts"])
         self.events_seen = int(state["events_seen"])
+        for key, off in state.get("positions", {}).items():  # "topic:partition" -> offset
+            topic, partition = key.rsplit(":", 1)
+            self._saved_positions[(topic, int(partition))] = int(off)
         with np.load(d / "window.npz", allow_pickle=False) as z:
             self.window_users, self.window_items = z["users"], z["items"]
         if (d / "model").exists():
@@ -174,6 +187,7 @@ class TeacherProcess:
         tmp.write_text(json.dumps({
             "users": self.users.ids, "items": self.items.ids, "last_ts": self.last_ts,
             "events_seen": self.events_seen,
+            "positions": {f"{t}:{p}": off for (t, p), off in self._positions.items()},
         }))
         tmp.replace(d / "state.json")  # atomic: a crash leaves the old or the new state
 
@@ -218,17 +232,51 @@ class TeacherProcess:
                   result.seconds)
         return n
 
+    def _listener(self) -> Any:
+        from kafka import ConsumerRebalanceListener
+
+        process = self
+
+        class _ResumeFromSavedState(ConsumerRebalanceListener):  # type: ignore[misc]
+            """Start each partition at the saved window's position when that is ahead of the
+            committed offset, so a window is never folded twice."""
+
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                pass
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                for tp in assigned:
+                    saved = process._saved_positions.get((tp.topic, tp.partition))
+                    if saved is None:
+                        continue
+                    committed = process.consumer.committed(tp)
+                    if committed is None or committed < saved:
+                        process.consumer.seek(tp, saved)
+
+        return _ResumeFromSavedState()
+
     def _commit(self) -> None:
         from kafka import TopicPartition
+        from kafka.errors import CommitFailedError
         from kafka.structs import OffsetAndMetadata
 
         from ._processor import _offset_meta
 
-        if self._positions:
+        self._saved_positions = dict(self._positions)
+        if not self._positions:
+            return
+        try:
             self.consumer.commit({
                 TopicPartition(t, p): _offset_meta(OffsetAndMetadata, off)
                 for (t, p), off in self._positions.items()
             })
+        except CommitFailedError as exc:
+            # The group dropped us (a refresh longer than max_refresh_s) or rebalanced. The
+            # saved state holds these positions, so a restart still resumes after them, and the
+            # next refresh commits again once the consumer has rejoined.
+            _log.warning("teacher offsets not committed (%s): resuming from the saved state "
+                         "positions instead; raise max_refresh_s if refreshes take longer",
+                         type(exc).__name__)
 
     def _fold(self, events: list[Event]) -> None:
         if self.config.window_positives_only:

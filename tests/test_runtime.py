@@ -77,3 +77,17 @@ def test_cli_demo_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"events", "variants", "events_per_s", "teacher_refreshes"}
     assert out["events"] == 3000
+
+
+def test_dead_letters_kept_in_memory_are_capped_all_are_on_the_dlq() -> None:
+    from kdstream.stream._runtime import RECENT_DEAD_LETTERS
+
+    pipe = EmbeddedPipeline(PipelineConfig(variants=("popularity",), batch_size=500))
+    n = RECENT_DEAD_LETTERS + 700
+    pipe.produce_raw([b"not json %d" % k for k in range(n)], [None] * n)
+    pipe.run()
+    assert pipe.stats.dead_lettered == n
+    assert len(pipe.dead_letters) == RECENT_DEAD_LETTERS
+    assert len({d.raw for d in pipe.dead_letters}) == RECENT_DEAD_LETTERS and all(
+        d.reason for d in pipe.dead_letters)
+    assert sum(pipe.log.end_offsets(pipe.config.dlq_topic).values()) == n  # none lost

@@ -54,3 +54,44 @@ def test_teacher_publishes_labels_per_user_and_resumes_after_restart(
     assert len(again.window_users) == len(events)
     summary2 = again.run(idle_exit_s=3)
     assert summary2["events_seen"] == len(events) and summary2["refreshes"] == 0
+
+
+def test_a_refresh_longer_than_the_poll_interval_loses_no_window(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, monkeypatch, caplog  # type: ignore[no-untyped-def]
+) -> None:
+    """A refresh slower than ``max_refresh_s`` gets the teacher dropped from its group, so the
+    offset commit after it fails: the process logs it and goes on, and a restart resumes from
+    the saved state's positions (nothing is folded into the window twice)."""
+    import logging
+    import time
+
+    from kdstream.stream import _teacher_process
+
+    create_topics(kafka_bootstrap, default_topics(unique_prefix, partitions=2))
+    events = _events(1000, n_users=20, n_items=50)
+    with KafkaEventProducer(kafka_bootstrap) as producer:
+        for e in events:
+            producer.send(f"{unique_prefix}.events", encode_event(e), key=e.user)
+    original = _teacher_process.run_job
+
+    def slow_job(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(6.0)  # longer than max_refresh_s: the consumer misses its poll deadline
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_teacher_process, "run_job", slow_job)
+    cfg = TeacherProcessConfig(
+        bootstrap=kafka_bootstrap, events_topic=f"{unique_prefix}.events",
+        soft_labels_topic=f"{unique_prefix}.soft-labels", group=f"{unique_prefix}-teacher",
+        state_dir=tmp_path / "teacher", every_events=1000, min_events=100, epochs=1, dim=8,
+        top_m=3, transition_items=5, max_refresh_s=2.0,
+    )
+    with caplog.at_level(logging.WARNING, logger="kdstream.stream._teacher_process"):
+        summary = TeacherProcess(cfg).run(max_refreshes=1, idle_exit_s=20)
+    assert summary["refreshes"] == 1
+    assert "teacher offsets not committed" in caplog.text  # the group really dropped it
+    monkeypatch.setattr(_teacher_process, "run_job", original)
+    again = TeacherProcess(cfg)
+    assert len(again.window_users) == len(events)
+    summary2 = again.run(idle_exit_s=3)
+    assert summary2["events_seen"] == len(events)  # not re-read after the failed commit
+    assert len(again.window_users) == len(events)
