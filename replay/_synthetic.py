@@ -1,27 +1,36 @@
-"""A synthetic event stream with taste, popularity, sessions, item-to-item sequences and drift.
+"""A synthetic event stream shaped like real interaction logs.
 
-Built so that a sequence-aware model can learn much more than matrix factorisation:
+Why this shape: the demo must show what kdstream is for, so the stream has to hold what real logs
+hold and a one-pass online student finds hard while a teacher trained for several epochs over a
+window learns it. The defaults are matched to statistics of the shared MovieLens logs (ML-100K
+and the ML-1M subset), scaled to 200,000 events; README's demo paragraph lists them.
 
-* **Items** have a Zipf-like popularity (``popularity_alpha``) and latent factors; each item has
-  ``n_next`` fixed *successors* drawn with a tempered popularity prior (``pop ** 0.5``, so the
-  transition graph is not just "the most popular items").
-* **Users** arrive over the whole stream (new users keep appearing), each with a latent taste and
-  an activity level; returning users are drawn by activity.
-* **Sessions** (geometric length, mean ``session_len_mean``; a few interleaved at a time): with
-  probability ``p_sequential`` the next item is one of the user's last item's successors,
-  otherwise it is drawn from ``softmax(taste · item_factors + log popularity)``. With probability
-  ``p_negative`` an event is a ``skip``/``dislike`` of an item shown by popularity.
-* An item never repeats for a user (resampled). Timestamps increase (exponential gaps, mean
-  ``dt_mean_s``).
-* **Drift**: every ``drift_every`` events tastes rotate part-way and a quarter of the transition
-  graph is rewired.
+* **A large, long-tailed catalogue.** Item appeal is log-normal (``popularity_sigma``): the top
+  1 % of items take under a tenth of the events, the top 10 % under half, and a large share of
+  items is seen only a handful of times. So most transitions are seen rarely or never and must
+  be generalised through latent structure rather than counted.
+* **Latent structure.** Items belong to ``n_topics`` themes (topic sizes are long-tailed too);
+  an item's factor vector is its theme's centre plus item noise (``item_noise``), unit length.
+* **Taste mixed with session intent.** A user's taste is a mix of two or three favourite
+  themes; each session has a theme drawn from the user's taste, held for the whole session.
+* **Sequences beyond the last item.** The next item is drawn from
+  ``softmax(log appeal + sharpness * f_i . (w_t taste + w_s theme + w_1 f_last + w_2 f_last2))``:
+  it resembles the last item and, less, the one before (second order), inside the session's
+  theme and the user's taste.
+* **No repeats.** Items a user has seen are masked out, as in rating logs.
+* **Drift.** Every ``drift_every`` events tastes rotate part-way and item appeal takes a
+  log-normal step (``popularity_drift``), so old counts grow stale.
+* Sessions (geometric length) of ``_SLOTS`` users run at once and interleave, as in a real log;
+  new users keep arriving over the whole stream; ``p_negative`` of the events are ``skip`` /
+  ``dislike`` of an item drawn by appeal alone.
+
+The draw is vectorised: each round draws one event for every open session at once (one
+``(sessions, n_items)`` matrix), so 200,000 events over 1,500 items take a few seconds.
 """
 
 from __future__ import annotations
 
 import math
-import random
-from bisect import bisect_right
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -32,40 +41,51 @@ from kdstream.stream._event import Event
 
 from ._columns import EventColumns
 
-_CONCURRENT_SESSIONS = 8  # sessions open at once: interleaves users like a real log
+_SLOTS = 32  # sessions open at once: interleaves users like a real log
 _RETIRE_SHARE = 0.5  # a user who has seen this share of the catalogue stops coming back
-_REWIRE_SHARE = 0.25  # share of items whose successors change at each drift
 _DRIFT_ANGLE = math.pi / 4  # how far tastes rotate at each drift
-_FACTOR_SCALE = 2.0  # std of taste·factor: comparable to the spread of log popularity
-_SUCCESSOR_TEMPER = 0.5  # successors drawn ∝ popularity ** this
-_MAX_RESAMPLE = 4  # rejections before the cached distribution is rebuilt
+_TOPIC_SIZE_ALPHA = 0.7  # topic sizes ∝ rank ** -this: a few big genres, many small ones
+_TASTE_NOISE = 0.5  # a user's own direction beside its favourite themes
+_THEME_SHARPNESS = 4.0  # how strongly a session's theme follows the user's taste
 _POSITIVE_TYPES = ("view", "like", "purchase")
 _POSITIVE_CDF = (0.80, 0.95, 1.0)
 _P_SKIP = 0.7  # share of negative events that are skips (the rest are dislikes)
+_KINDS = (*_POSITIVE_TYPES, "skip", "dislike")
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Parameters of :func:`generate`.
+    """Parameters of :func:`generate`; the defaults are matched to the MovieLens logs.
 
     Parameters
     ----------
     n_users
-        Users in all; they arrive over the whole stream.
+        Users in all; they arrive over the whole stream (ML-100K: about 100 events per user).
     n_items
-        Catalogue size.
+        Catalogue size (ML-100K: 60 events per item, ML-1M subset: 135; 1,500 items give 133
+        at 200,000 events, and each user sees about 7 % of the catalogue, as on ML-100K).
     n_events
         Events to generate.
     dim
-        Latent taste dimension.
-    popularity_alpha
-        Zipf exponent of item popularity (0 = uniform).
-    p_sequential
-        Probability that the next item follows the last item's successors rather than taste.
-    n_next
-        Successors per item.
+        Latent dimension of items, tastes and themes.
+    n_topics
+        Themes (genres) the items belong to.
+    item_noise
+        Spread of an item's factor around its theme's centre (0 = every item of a theme alike).
+    popularity_sigma
+        Standard deviation of log item appeal (0 = all equally appealing). With 1.2 the top 1 %
+        of items take about 7 % of the events and the top 10 % about 35 % (MovieLens: 7-9 %
+        and 43-44 %).
+    taste_weight, theme_weight
+        Weights of the user's taste and of the session's theme in the next-item query.
+    last_weight, second_weight
+        Weights of the last and the second-to-last item (0 and 0: no sequential signal).
+    sharpness
+        Scale of the query: how much taste, theme and sequence matter against appeal.
     drift_every
-        Events between drifts (tastes rotate, transitions partly rewire); 0 = never.
+        Events between drifts (tastes rotate, appeal changes); 0 = never.
+    popularity_drift
+        Standard deviation of the log-appeal step at each drift.
     p_negative
         Probability that an event is a ``skip`` or ``dislike``.
     session_len_mean
@@ -81,20 +101,26 @@ class SyntheticConfig:
     --------
     >>> SyntheticConfig(n_events=1000).n_events
     1000
-    >>> SyntheticConfig(p_sequential=2.0)
+    >>> SyntheticConfig(p_negative=2.0)
     Traceback (most recent call last):
     ...
-    kdstream.errors.ConfigError: SyntheticConfig.p_sequential must be in [0, 1], got 2.0
+    kdstream.errors.ConfigError: SyntheticConfig.p_negative must be in [0, 1), got 2.0
     """
 
     n_users: int = 2000
-    n_items: int = 1000
+    n_items: int = 1500
     n_events: int = 200_000
-    dim: int = 8
-    popularity_alpha: float = 1.0
-    p_sequential: float = 0.5
-    n_next: int = 3
+    dim: int = 16
+    n_topics: int = 40
+    item_noise: float = 0.6
+    popularity_sigma: float = 1.2
+    taste_weight: float = 0.5
+    theme_weight: float = 0.5
+    last_weight: float = 1.0
+    second_weight: float = 0.5
+    sharpness: float = 4.0
     drift_every: int = 50_000
+    popularity_drift: float = 0.3
     p_negative: float = 0.05
     session_len_mean: float = 20.0
     t0: float = 1_600_000_000.0
@@ -121,9 +147,10 @@ class SyntheticConfig:
         self._check(self.n_items >= 2, "n_items", ">= 2")
         self._check(self.n_events >= 0, "n_events", ">= 0")
         self._check(self.dim >= 1, "dim", ">= 1")
-        self._check(self.popularity_alpha >= 0, "popularity_alpha", ">= 0")
-        self._check(0 <= self.p_sequential <= 1, "p_sequential", "in [0, 1]")
-        self._check(1 <= self.n_next < self.n_items, "n_next", f"in [1, n_items={self.n_items})")
+        self._check(self.n_topics >= 1, "n_topics", ">= 1")
+        for name in ("item_noise", "popularity_sigma", "taste_weight", "theme_weight",
+                     "last_weight", "second_weight", "sharpness", "popularity_drift"):
+            self._check(getattr(self, name) >= 0, name, ">= 0")
         self._check(self.drift_every >= 0, "drift_every", ">= 0")
         self._check(0 <= self.p_negative < 1, "p_negative", "in [0, 1)")
         self._check(self.session_len_mean >= 1, "session_len_mean", ">= 1")
@@ -141,102 +168,63 @@ class SyntheticConfig:
             raise ConfigError(f"SyntheticConfig.{name} must be {rule}, got {getattr(self, name)!r}")
 
 
-def _successors(
-    rng: np.random.Generator, weights: npt.NDArray[np.float64], items: npt.ArrayLike, n_next: int
-) -> npt.NDArray[np.int64]:
-    """``n_next`` distinct successors (never the item itself) for each of ``items``.
-
-    Gumbel-top-k: the k largest of ``log w + Gumbel`` are a weighted draw without replacement.
-    """
-    rows = np.asarray(items, dtype=np.int64)
-    keys = np.log(weights)[None, :] + rng.gumbel(size=(len(rows), len(weights)))
-    keys[np.arange(len(rows)), rows] = -np.inf
-    top = np.argpartition(-keys, n_next - 1, axis=1)[:, :n_next]
-    # argpartition leaves the top k unordered; order them by key so the draw is reproducible
-    order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1).astype(np.int64)
+def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class _World:
-    """The hidden state of the generator (tastes, factors, graph) and its draws."""
+    """The hidden state of the generator: item factors and appeal, tastes."""
 
     def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator) -> None:
         self.cfg = cfg
         self.rng = rng
-        n_items = cfg.n_items
-        ranks = rng.permutation(n_items).astype(np.float64)
-        pop = 1.0 / (ranks + 1.0) ** cfg.popularity_alpha
-        self.pop = pop / pop.sum()
-        self.log_pop = np.log(self.pop)
-        self.pop_cdf: list[float] = np.cumsum(self.pop).tolist()
-        scale = _FACTOR_SCALE / math.sqrt(cfg.dim)
-        self.factors = rng.normal(0.0, scale, size=(n_items, cfg.dim))
-        self.taste = rng.normal(0.0, 1.0, size=(cfg.n_users, cfg.dim))
-        self.succ_weights = self.pop**_SUCCESSOR_TEMPER
-        self.succ: list[list[int]] = _successors(
-            rng, self.succ_weights, np.arange(n_items), cfg.n_next
-        ).tolist()
-        self.activity = (0.1 + 0.9 * rng.beta(0.5, 2.0, size=cfg.n_users)).tolist()
-        self._cdf: dict[int, list[float]] = {}
+        d, k = cfg.dim, cfg.n_topics
+        self.centres = _unit(rng.normal(size=(k, d)))
+        sizes = 1.0 / np.arange(1, k + 1) ** _TOPIC_SIZE_ALPHA
+        self.topic = rng.choice(k, size=cfg.n_items, p=sizes / sizes.sum())
+        noise = rng.normal(size=(cfg.n_items, d)) / math.sqrt(d)
+        self.factors = _unit(self.centres[self.topic] + cfg.item_noise * noise)
+        self.f_t = np.ascontiguousarray(self.factors.T, dtype=np.float32)
+        self.log_appeal = rng.normal(0.0, cfg.popularity_sigma, size=cfg.n_items).astype(np.float32)
+        # taste: two or three favourite themes plus the user's own direction
+        n_fav = rng.integers(2, 4, size=cfg.n_users)
+        fav = rng.integers(0, k, size=(cfg.n_users, 3))
+        mix = (np.arange(3)[None, :] < n_fav[:, None]) * rng.dirichlet(np.ones(3), cfg.n_users)
+        self.taste = _unit(np.einsum("uk,ukd->ud", mix, self.centres[fav])
+                           + _TASTE_NOISE * rng.normal(size=(cfg.n_users, d)) / math.sqrt(d))
+        self.activity = 0.1 + 0.9 * rng.beta(0.5, 2.0, size=cfg.n_users)
 
     def drift(self) -> None:
-        rng = self.rng
-        q, _ = np.linalg.qr(rng.normal(size=(self.cfg.dim, self.cfg.dim)))
-        norms = np.linalg.norm(self.taste, axis=1, keepdims=True)
-        mixed = math.cos(_DRIFT_ANGLE) * self.taste + math.sin(_DRIFT_ANGLE) * (self.taste @ q)
-        self.taste = mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12) * norms
-        n_rewire = max(1, round(_REWIRE_SHARE * self.cfg.n_items))
-        items = rng.choice(self.cfg.n_items, size=n_rewire, replace=False)
-        new = _successors(rng, self.succ_weights, items, self.cfg.n_next).tolist()
-        for item, row in zip(items.tolist(), new, strict=True):
-            self.succ[item] = row
-        self._cdf.clear()
+        rng, d = self.rng, self.cfg.dim
+        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        self.taste = _unit(math.cos(_DRIFT_ANGLE) * self.taste
+                           + math.sin(_DRIFT_ANGLE) * (self.taste @ q))
+        step = rng.normal(0.0, self.cfg.popularity_drift, size=self.cfg.n_items)
+        self.log_appeal = (self.log_appeal + step).astype(np.float32)
 
-    def taste_cdf(self, user: int, seen: set[int], fresh: bool = False) -> list[float]:
-        """Cumulative taste weights of ``user``, with the items seen so far zeroed.
+    def theme(self, user: int) -> npt.NDArray[np.float64]:
+        """A session's theme: one topic centre, drawn by the user's taste."""
+        logits = _THEME_SHARPNESS * (self.centres @ self.taste[user])
+        p = np.exp(logits - logits.max())
+        return self.centres[self.rng.choice(len(p), p=p / p.sum())]
 
-        Cached per user until the next drift or until ``fresh`` asks for a rebuild (after many
-        rejections: the items seen since the last build hold much of the mass).
-        """
-        cdf = None if fresh else self._cdf.get(user)
-        if cdf is None:
-            logits = self.factors @ self.taste[user] + self.log_pop
-            p = np.exp(logits - logits.max())
-            if seen:
-                p[list(seen)] = 0.0
-            cdf = np.cumsum(p).tolist()
-            self._cdf[user] = cdf
-        return cdf
 
-    def draw_unseen(self, cdf: list[float], seen: set[int], py: random.Random) -> int:
-        """An item from ``cdf`` that is not in ``seen`` (-1 after too many rejections)."""
-        top = cdf[-1]
-        last = len(cdf) - 1
-        rand = py.random
-        for _ in range(_MAX_RESAMPLE):
-            item = bisect_right(cdf, rand() * top)
-            if item > last:
-                item = last
-            if item not in seen:
-                return item
-        return -1
-
-    def draw_taste(self, user: int, seen: set[int], py: random.Random) -> int:
-        item = self.draw_unseen(self.taste_cdf(user, seen), seen, py)
-        if item < 0:
-            item = self.draw_unseen(self.taste_cdf(user, seen, fresh=True), seen, py)
-        if item < 0:  # practically never: the rebuilt distribution has no seen items in it
-            unseen = [j for j in range(self.cfg.n_items) if j not in seen]
-            item = unseen[int(py.random() * len(unseen))]
-        return item
-
-    def draw_popular(self, seen: set[int], py: random.Random) -> int:
-        item = self.draw_unseen(self.pop_cdf, seen, py)
-        if item < 0:  # rare: a user who saw most popular items; draw exactly from the rest
-            p = self.pop.copy()
-            p[list(seen)] = 0.0
-            item = self.draw_unseen(np.cumsum(p).tolist(), seen, py)
-        return item
+def _draw(
+    rng: np.random.Generator, logits: npt.NDArray[np.float32], seen: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.int64]:
+    """One item per row from ``softmax(logits)`` with ``seen`` items left out (inverse CDF)."""
+    logits[seen] = -np.inf
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits, out=logits)
+    cdf = np.cumsum(p, axis=1)
+    u = rng.random(len(p)) * cdf[:, -1]
+    item = np.array([np.searchsorted(c, x, side="right") for c, x in zip(cdf, u, strict=True)])
+    # float round-off may point past the last unseen item: step back to one that is unseen
+    item = np.minimum(item, p.shape[1] - 1)
+    bad = np.flatnonzero(seen[np.arange(len(item)), item])
+    for r in bad.tolist():
+        item[r] = int(np.flatnonzero(~seen[r])[-1])
+    return item
 
 
 def generate(config: SyntheticConfig | None = None) -> EventColumns:
@@ -254,106 +242,108 @@ def generate(config: SyntheticConfig | None = None) -> EventColumns:
     cfg = config if config is not None else SyntheticConfig()
     rng = np.random.default_rng(cfg.seed)
     world = _World(cfg, rng)
-    py = random.Random(int(rng.integers(2**63)))
-    n = cfg.n_events
+    n, n_items, d = cfg.n_events, cfg.n_items, cfg.dim
     ts = cfg.t0 + np.cumsum(rng.exponential(cfg.dt_mean_s, size=n))
-
-    users: list[int] = []
-    items: list[int] = []
-    kinds: list[int] = []  # index into _KINDS
+    out_users = np.zeros(n, np.int64)
+    out_items = np.zeros(n, np.int64)
+    out_kinds = np.zeros(n, np.int64)
 
     n_sessions = max(1.0, n / cfg.session_len_mean)
     p_new = min(1.0, cfg.n_users / n_sessions)
-    stop_p = 1.0 / cfg.session_len_mean
-    log_continue = math.log1p(-stop_p) if stop_p < 1.0 else -math.inf
-    retire_at = int(cfg.n_items * _RETIRE_SHARE)
-
-    seen: list[set[int]] = []
-    last_item: list[int] = []
-    retired: set[int] = set()
-    slot_user = [-1] * _CONCURRENT_SESSIONS
-    slot_left = [0] * _CONCURRENT_SESSIONS
-    n_kinds_pos = len(_POSITIVE_TYPES)
-
-    def new_user() -> int:
-        u = len(seen)
-        seen.append(set())
-        last_item.append(-1)
-        return u
+    p_stop = 1.0 / cfg.session_len_mean
+    retire_at = max(1, int(n_items * _RETIRE_SHARE))
+    seen = np.zeros((cfg.n_users, n_items), bool)
+    n_seen = np.zeros(cfg.n_users, np.int64)
+    last = np.full((cfg.n_users, 2), -1, np.int64)  # last and second-to-last positive item
+    retired = np.zeros(cfg.n_users, bool)
+    arrived = 0
+    slots = min(_SLOTS, cfg.n_users)
+    slot_user = np.full(slots, -1, np.int64)
+    slot_theme = np.zeros((slots, d))
+    busy = np.zeros(cfg.n_users, bool)  # in an open session: one slot per user at a time
 
     def pick_user() -> int:
-        n_arrived = len(seen)
-        if n_arrived < cfg.n_users and (n_arrived == 0 or py.random() < p_new):
-            return new_user()
+        nonlocal arrived
+        if arrived < cfg.n_users and (arrived == 0 or rng.random() < p_new):
+            arrived += 1
+            return arrived - 1
         for _ in range(64):
-            u = int(py.random() * n_arrived)
-            if u not in retired and py.random() < world.activity[u]:
+            u = int(rng.integers(arrived))
+            if not retired[u] and not busy[u] and rng.random() < world.activity[u]:
                 return u
-        active = [u for u in range(n_arrived) if u not in retired]
-        if active:
-            return active[int(py.random() * len(active))]
-        if n_arrived < cfg.n_users:
-            return new_user()
-        raise ConfigError(
-            f"SyntheticConfig.n_events={cfg.n_events} exhausts the catalogue of every user: "
-            "raise n_users or n_items"
-        )
+        free = np.flatnonzero(~retired[:arrived] & ~busy[:arrived])
+        if len(free):
+            return int(free[rng.integers(len(free))])
+        if arrived < cfg.n_users:
+            arrived += 1
+            return arrived - 1
+        return -1
 
-    # Locals: this loop runs once per event, so attribute look-ups are worth hoisting.
-    rand = py.random
-    p_negative, p_sequential, drift_every = cfg.p_negative, cfg.p_sequential, cfg.drift_every
-    succ = world.succ  # mutated in place by drift()
-    draw_taste, draw_popular = world.draw_taste, world.draw_popular
-    pos0, pos1 = _POSITIVE_CDF[0], _POSITIVE_CDF[1]
-    for e in range(n):
-        if drift_every and e and e % drift_every == 0:
+    ws = np.array([cfg.last_weight, cfg.second_weight])
+    e = 0
+    next_drift = cfg.drift_every or n + 1
+    while e < n:
+        if e >= next_drift:
             world.drift()
-        slot = int(rand() * _CONCURRENT_SESSIONS)
-        if slot_left[slot] <= 0 or slot_user[slot] in retired:
-            slot_user[slot] = pick_user()
-            length = 1
-            if log_continue != -math.inf:
-                length += int(math.log(1.0 - rand()) / log_continue)
-            slot_left[slot] = length
-        u = slot_user[slot]
-        slot_left[slot] -= 1
-        user_seen = seen[u]
+            next_drift += cfg.drift_every
+        # close finished sessions, open new ones
+        ended = (slot_user < 0) | (rng.random(slots) < p_stop)
+        ended |= (slot_user >= 0) & retired[np.maximum(slot_user, 0)]
+        for s in np.flatnonzero(ended).tolist():
+            if slot_user[s] >= 0:
+                busy[slot_user[s]] = False
+            u = pick_user()
+            slot_user[s] = u
+            if u >= 0:
+                busy[u] = True
+                slot_theme[s] = world.theme(u)
+        live = np.flatnonzero(slot_user >= 0)
+        if not len(live):
+            raise ConfigError(
+                f"SyntheticConfig.n_events={cfg.n_events} exhausts the catalogue of every user: "
+                "raise n_users or n_items"
+            )
+        live = live[rng.permutation(len(live))][: n - e]  # this round's events, in time order
+        users = slot_user[live]
+        prev = last[users]
+        ctx = np.where(prev[:, :, None] >= 0, world.factors[np.maximum(prev, 0)], 0.0)
+        query = (cfg.taste_weight * world.taste[users] + cfg.theme_weight * slot_theme[live]
+                 + np.einsum("k,bkd->bd", ws, ctx))
+        negative = rng.random(len(users)) < cfg.p_negative
+        query[negative] = 0.0  # skips and dislikes: items shown by appeal alone
+        # einsum, not BLAS: a small product per round, where BLAS threads only add overhead
+        logits = np.einsum("bd,di->bi", (cfg.sharpness * query).astype(np.float32), world.f_t)
+        logits += world.log_appeal
+        items = _draw(rng, logits, seen[users])
+        r = rng.random(len(users))
+        kinds = np.where(r < _POSITIVE_CDF[0], 0, np.where(r < _POSITIVE_CDF[1], 1, 2))
+        neg_kind = len(_POSITIVE_TYPES) + (rng.random(len(users)) >= _P_SKIP)
+        kinds = np.where(negative, neg_kind, kinds)
+        pos = ~negative
+        last[users[pos], 1] = last[users[pos], 0]
+        last[users[pos], 0] = items[pos]
+        seen[users, items] = True
+        n_seen[users] += 1
+        retired[users[n_seen[users] >= retire_at]] = True
+        k = len(users)
+        out_users[e : e + k], out_items[e : e + k], out_kinds[e : e + k] = users, items, kinds
+        e += k
 
-        if rand() < p_negative:
-            item = draw_popular(user_seen, py)
-            kind = n_kinds_pos + (0 if rand() < _P_SKIP else 1)
-        else:
-            item = -1
-            prev = last_item[u]
-            if prev >= 0 and rand() < p_sequential:
-                cands = [j for j in succ[prev] if j not in user_seen]
-                if cands:
-                    item = cands[int(rand() * len(cands))]
-            if item < 0:
-                item = draw_taste(u, user_seen, py)
-            r = rand()
-            kind = 0 if r < pos0 else (1 if r < pos1 else 2)
-            last_item[u] = item
-        user_seen.add(item)
-        if len(user_seen) >= retire_at:
-            retired.add(u)
-        users.append(u)
-        items.append(item)
-        kinds.append(kind)
-
-    user_names = np.array([f"u{k}" for k in range(max(1, len(seen)))], dtype=object)
-    item_names = np.array([f"i{k}" for k in range(cfg.n_items)], dtype=object)
+    # name users by their first event (sessions open together, so arrival order is not it)
+    ids, first = np.unique(out_users, return_index=True)
+    rank = np.zeros(max(1, arrived), np.int64)
+    rank[ids[np.argsort(first)]] = np.arange(len(ids))
+    out_users = rank[out_users]
+    user_names = np.array([f"u{k}" for k in range(max(1, arrived))], dtype=object)
+    item_names = np.array([f"i{k}" for k in range(n_items)], dtype=object)
     kind_names = np.array(_KINDS, dtype=object)
     return EventColumns(
-        user_names[np.array(users, dtype=np.int64)],
-        item_names[np.array(items, dtype=np.int64)],
-        kind_names[np.array(kinds, dtype=np.int64)],
+        user_names[out_users],
+        item_names[out_items],
+        kind_names[out_kinds],
         ts,
         np.full(n, math.nan),
     )
-
-
-_KINDS = (*_POSITIVE_TYPES, "skip", "dislike")
 
 
 def generate_events(config: SyntheticConfig | None = None) -> list[Event]:
