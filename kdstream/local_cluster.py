@@ -124,7 +124,9 @@ class LocalClusterConfig:
             raise ConfigError(f"kafka_version must be a 4.x release, got {self.kafka_version!r}")
         if self.start_timeout_s <= 0:
             raise ConfigError(f"start_timeout_s must be > 0, got {self.start_timeout_s!r}")
-        object.__setattr__(self, "home", Path(self.home))
+        # absolute: services are started with the home as their working directory, so a
+        # relative home would put their logs and data one level too deep (or nowhere)
+        object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
 
     @classmethod

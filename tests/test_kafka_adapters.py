@@ -76,6 +76,9 @@ def test_config_validates_and_reads_env(tmp_path: Path) -> None:
     )
     assert cfg.kafka_url == "kafka://127.0.0.1:19092"
     assert LocalClusterConfig.from_env(env, redis_port=1234).redis_port == 1234
+    # the default home is relative to where the command runs, made absolute at once (services
+    # run with the home as working directory: a relative log path there pointed nowhere)
+    assert LocalClusterConfig().home == Path.cwd() / ".kdstream" / "local"
     with pytest.raises(ConfigError, match="KDSTREAM_KAFKA_PORT"):
         LocalClusterConfig.from_env({"KDSTREAM_KAFKA_PORT": "ninety"})
 

@@ -177,3 +177,27 @@ def test_services_stop_and_restart_on_their_data(cluster: LiveCluster, unique_pr
     start_kafka(cfg)
     assert describe_topics(cluster.kafka_bootstrap, [topic])[topic]["partitions"] == 2
     delete_topics(cluster.kafka_bootstrap, [topic])
+
+
+def test_a_relative_home_works(
+    cluster: LiveCluster, tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """`kdstream local up` runs with the default home `.kdstream/local`, relative to where it is
+    run; the services start in that folder, so their log paths must not be relative to it."""
+    from pathlib import Path
+
+    from kdstream.local_cluster import LocalClusterConfig
+
+    from .conftest import _free_ports
+
+    monkeypatch.chdir(tmp_path)
+    kafka_port, controller_port, redis_port = _free_ports(3)
+    cfg = LocalClusterConfig(home=Path("rel-home"), kafka_port=kafka_port,
+                             controller_port=controller_port, redis_port=redis_port)
+    cfg.home.mkdir(parents=True)
+    try:
+        start_redis(cfg)
+        assert redis.Redis(port=redis_port).ping()
+        assert "Ready to accept connections" in (tmp_path / "rel-home" / "redis.log").read_text()
+    finally:
+        stop_redis(cfg, kill=True)
