@@ -149,6 +149,9 @@ class _FakeClient:
     def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
         return []
 
+    def subscribe(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
     def close(self, *args: Any, **kwargs: Any) -> None:
         pass
 
