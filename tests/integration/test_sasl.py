@@ -11,7 +11,6 @@ a temporary home) next to the PLAINTEXT one of ``conftest.py``.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -26,7 +25,7 @@ from kdstream.local_cluster import ClusterInfo, LocalClusterConfig, local_down, 
 from kdstream.replay import SyntheticConfig, generate
 from kdstream.stream import encode_event
 
-from .conftest import _services_required
+from .conftest import _free_ports, _services_required
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "kd"
@@ -34,17 +33,6 @@ PASSWORD = "sasl-pw-5e1b7d"
 WRONG = "wrong-pw-91c3aa"
 N_EVENTS = 400
 PARTITIONS = 2
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 @pytest.fixture(scope="session")
