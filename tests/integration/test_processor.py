@@ -147,25 +147,9 @@ def test_events_are_learned_and_bad_records_dead_lettered(
     assert len({(d.partition, d.offset) for d in letters}) == bad  # each dead-lettered once
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
-    kafka_bootstrap: str, redis_url: str, unique_prefix: str
-) -> None:
-    topics = _topics(kafka_bootstrap, unique_prefix)
-    events = _events(20_000, n_users=500, n_items=300)
-    _produce(kafka_bootstrap, topics["events"], [(e.user, encode_event(e)) for e in events])
-    store = RedisStore(redis_url, namespace=unique_prefix)
-    proc = _processor(kafka_bootstrap, redis_url, unique_prefix, topics, 30.0, batch_size=100)
-    before, err = _kill_when_learned(proc, store, topics["events"], 3000)
-    assert 0 < before["learned"] < len(events), (before, err[-3000:])  # killed mid-stream
-    stats = _finish(_processor(kafka_bootstrap, redis_url, unique_prefix, topics, 6.0))
-    after = store_counts(store, topics["events"], range(PARTITIONS))
-    assert after == {"applied": len(events), "learned": len(events), "dead": 0}
-    # the restarted process learned exactly the rest, and skipped what Kafka re-delivered
-    assert stats["learned"] == len(events) - before["learned"]
-
-
-def test_faust_worker_sigkilled_mid_stream_restarts_without_loss_or_double_learning(
-    kafka_bootstrap: str, redis_url: str, unique_prefix: str
+    kafka_bootstrap: str, redis_url: str, unique_prefix: str, engine: str
 ) -> None:
     topics = _topics(kafka_bootstrap, unique_prefix)
     events = _events(12_000, n_users=500, n_items=300)
@@ -176,16 +160,16 @@ def test_faust_worker_sigkilled_mid_stream_restarts_without_loss_or_double_learn
     _produce(kafka_bootstrap, topics["events"], values)
     store = RedisStore(redis_url, namespace=unique_prefix)
     proc = _processor(kafka_bootstrap, redis_url, unique_prefix, topics, 30.0,
-                      batch_size=100, engine="faust")
+                      batch_size=100, engine=engine)
     before, err = _kill_when_learned(proc, store, topics["events"], 2000)
     assert 0 < before["learned"] < len(events), (before, err[-3000:])  # killed mid-stream
     assert before["applied"] == before["learned"] + before["dead"]
     stats = _finish(
-        _processor(kafka_bootstrap, redis_url, unique_prefix, topics, 6.0, engine="faust")
+        _processor(kafka_bootstrap, redis_url, unique_prefix, topics, 6.0, engine=engine)
     )
     after = store_counts(store, topics["events"], range(PARTITIONS))
     assert after == {"applied": len(values), "learned": len(events), "dead": bad}
-    # the restarted worker learned exactly the rest; what Kafka re-delivered was skipped
+    # the restarted process learned exactly the rest; what Kafka re-delivered was skipped
     assert stats["learned"] == len(events) - before["learned"]
     assert stats["dead_lettered"] == bad - before["dead"]
 
