@@ -101,27 +101,28 @@ def _hits(items: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndar
     return rows, order[np.repeat(lo, counts) + offsets]
 
 
-def _kd_logit_grad(
-    zs: np.ndarray, teacher: np.ndarray, temperature: np.ndarray, rest: int = 0
-) -> np.ndarray:
+def _kd_logit_grad(zs: np.ndarray, teacher: np.ndarray, temperature: np.ndarray) -> np.ndarray:
     """d/dz of T^2 * KL(softmax(t/T) || softmax(z/T)) = T * (softmax(z/T) - softmax(t/T)).
 
-    The last ``rest`` columns are items where the teacher puts no mass (logit -inf) but the
-    student does; elsewhere a -inf teacher logit marks padding, left out on both sides.
+    ``teacher`` holds the M candidates' logits; the columns of ``zs`` after the first M are
+    items where the teacher puts no mass but the student does. A -inf teacher logit marks padding,
+    left out on both sides.
     """
     t = temperature[:, None]
+    m = teacher.shape[1]
+    zs = zs / t
     pad = ~np.isfinite(teacher)
-    if rest:
-        pad[:, -rest:] = False
-    zs = np.where(pad, -np.inf, zs / t)
-    zs = zs - zs.max(axis=1, keepdims=True)
-    ps = np.exp(zs)
+    zs[:, :m][pad] = -np.inf
+    zs -= zs.max(axis=1, keepdims=True)
+    ps = np.exp(zs, out=zs)
     ps /= ps.sum(axis=1, keepdims=True)
     tl = teacher / t
-    tl = tl - tl.max(axis=1, keepdims=True)
-    pt = np.exp(tl)
+    tl -= tl.max(axis=1, keepdims=True)
+    pt = np.exp(tl, out=tl)
     pt /= pt.sum(axis=1, keepdims=True)
-    return (t * (ps - pt)).astype(np.float32)
+    ps[:, :m] -= pt  # the teacher's mass is on the candidates only
+    ps *= t
+    return ps.astype(np.float32, copy=False)
 
 
 class Student:
@@ -473,9 +474,8 @@ class Student:
         zn = query @ q_neg.T + b_neg
         # a negative that is also a candidate takes part once, as a candidate
         zn[self._candidate_negatives(cand, negatives)] = -np.inf
-        teacher = np.concatenate([targets.logits, np.full(zn.shape, -np.inf, np.float32)], axis=1)
         student = np.concatenate([zs, zn], axis=1)
-        g = _kd_logit_grad(student, teacher, targets.temperature, rest=zn.shape[1])
+        g = _kd_logit_grad(student, targets.logits, targets.temperature)
         g *= targets.alpha[:, None]
         m = cand.shape[1]
         g_c, g_n = g[:, :m], g[:, m:]
