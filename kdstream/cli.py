@@ -14,7 +14,9 @@ from collections.abc import Sequence
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kdstream.demo import format_table, run_demo
 
-    summary = run_demo(args.events, args.seed, progress=not args.no_progress)
+    teacher = {k: v for k, v in (("teacher_epochs", args.teacher_epochs),
+                                 ("teacher_dim", args.teacher_dim)) if v is not None}
+    summary = run_demo(args.events, args.seed, progress=not args.no_progress, **teacher)
     if args.json:
         print(json.dumps(summary, sort_keys=False))
     else:
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=200_000, help="events to generate")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    demo.add_argument("--teacher-epochs", type=int, help="teacher epochs per refresh (8)")
+    demo.add_argument("--teacher-dim", type=int, help="teacher width (32)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     demo.set_defaults(func=_cmd_demo)
 
