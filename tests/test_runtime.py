@@ -79,6 +79,26 @@ def test_cli_demo_json(capsys):
     assert out["events"] == 3000
 
 
+def test_cli_demo_teacher_flags_reach_the_pipeline(monkeypatch, capsys):
+    from kdstream import demo
+    from kdstream.cli import main
+
+    seen = []
+    real = demo.demo_config
+
+    def spy(n, seed, teacher_epochs=demo.DEMO_TEACHER_EPOCHS, teacher_dim=demo.DEMO_TEACHER_DIM):
+        cfg = real(n, seed, teacher_epochs, teacher_dim)
+        seen.append((cfg.teacher.epochs, cfg.teacher.dim))
+        return cfg
+
+    monkeypatch.setattr(demo, "demo_config", spy)
+    argv = ["demo", "--events", "2500", "--json", "--no-progress"]
+    assert main([*argv, "--teacher-epochs", "2", "--teacher-dim", "16"]) == 0
+    assert main(argv) == 0
+    assert seen == [(2, 16), (demo.DEMO_TEACHER_EPOCHS, demo.DEMO_TEACHER_DIM)]
+    capsys.readouterr()
+
+
 def test_dead_letters_kept_in_memory_are_capped_all_are_on_the_dlq() -> None:
     from kdstream.stream._runtime import RECENT_DEAD_LETTERS
 
