@@ -7,12 +7,9 @@ import argparse
 import asyncio
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -301,30 +298,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def password_redis(tmp_path: Path) -> Iterator[int]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", REDIS_PW,
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"redis-server --requirepass did not start on {port}")
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def redis_password() -> str:
+    """The password of the ``password_redis`` server (tests/conftest.py)."""
+    return REDIS_PW
 
 
 def _chain(exc: BaseException | None) -> str:

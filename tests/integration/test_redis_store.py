@@ -6,13 +6,9 @@ Each test uses its own key namespace (``unique_prefix``) and deletes it afterwar
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -424,30 +420,9 @@ def test_dead_redis_raises_service_error() -> None:
 
 
 @pytest.fixture
-def password_redis(tmp_path: Path) -> Iterator[int]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", "s3cret",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"redis-server --requirepass did not start on {port}")
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def redis_password() -> str:
+    """The password of the ``password_redis`` server (tests/conftest.py)."""
+    return "s3cret"
 
 
 def test_password(password_redis: int) -> None:
