@@ -15,12 +15,13 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 
 from kdstream.errors import KdstreamError
-from kdstream.local_cluster import LocalClusterConfig, local_down, local_up
+from kdstream.local_cluster import ClusterInfo, LocalClusterConfig, local_down, local_up
 
 
 def _services_required() -> bool:
@@ -52,6 +53,24 @@ class LiveCluster:
     config: LocalClusterConfig | None
 
 
+@contextmanager
+def local_cluster(cfg: LocalClusterConfig, what: str) -> Iterator[ClusterInfo]:
+    """``local_up(cfg)`` for a test session, wiped after; a cluster that does not start fails
+    the tests under CI (``_services_required``) and skips them elsewhere."""
+    try:
+        info = local_up(cfg)
+    except KdstreamError as exc:
+        local_down(cfg)
+        message = f"{what} did not start: {exc}"
+        if _services_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield info
+    finally:
+        local_down(cfg, wipe=True)
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCluster]:
     kafka, redis = os.environ.get("KDSTREAM_TEST_KAFKA"), os.environ.get("KDSTREAM_TEST_REDIS")
@@ -65,18 +84,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCluster]:
         controller_port=controller_port,
         redis_port=redis_port,
     )
-    try:
-        info = local_up(cfg)
-    except KdstreamError as exc:
-        local_down(cfg)
-        message = f"local Kafka/Redis did not start: {exc}"
-        if _services_required():
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
+    with local_cluster(cfg, "local Kafka/Redis") as info:
         yield LiveCluster(info.kafka_bootstrap, info.redis_url, cfg)
-    finally:
-        local_down(cfg, wipe=True)
 
 
 @pytest.fixture

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from kdstream.errors import KdstreamError
-from kdstream.local_cluster import ClusterInfo, LocalClusterConfig, local_down, local_up
+from kdstream.local_cluster import ClusterInfo, LocalClusterConfig
 from kdstream.replay import SyntheticConfig, generate
 from kdstream.stream import encode_event
 
-from .conftest import _free_ports, _services_required
+from .conftest import _free_ports, local_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "kd"
@@ -46,18 +45,8 @@ def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterIn
         sasl_port=sasl_port,
         sasl_users={USER: PASSWORD},
     )
-    try:
-        info = local_up(cfg)
-    except KdstreamError as exc:
-        local_down(cfg)
-        message = f"local Kafka with SASL did not start: {exc}"
-        if _services_required():
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
+    with local_cluster(cfg, "local Kafka with SASL") as info:
         yield info
-    finally:
-        local_down(cfg, wipe=True)
 
 
 @dataclass(frozen=True)
