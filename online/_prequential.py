@@ -167,6 +167,67 @@ class PrequentialReport:
     sample_metrics: dict[str, RankingMetrics] = field(default_factory=dict)
 
 
+class ScoringHistory:
+    """What the prequential protocol needs of the past: every (user, item) pair seen and each
+    user's event count. :class:`Prequential` and the Kafka processor's prequential counters
+    both score with it, so they apply one protocol (``shared/EVALUATION.md``).
+    """
+
+    def __init__(self) -> None:
+        self.seen = SeenPairs()
+        self._user_events = np.zeros(0, np.int64)
+
+    def _fit(self, users: np.ndarray) -> None:
+        n = int(users.max()) + 1 if len(users) else 0
+        if len(self._user_events) < n:
+            grown = np.zeros(max(n, 2 * len(self._user_events)), np.int64)
+            grown[: len(self._user_events)] = self._user_events
+            self._user_events = grown
+
+    def plan(
+        self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, n_before: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(n_candidates, scored)`` of each event of a batch, before it is learned.
+
+        Item indices are in order of first appearance, so the catalogue before an event is
+        the items below ``n_candidates``; ``n_before`` is its size before the batch. An event
+        is scored when it is positive and its user has an earlier event (before the batch or
+        earlier in it).
+        """
+        self._fit(users)
+        prefix = np.maximum.accumulate(np.concatenate([[n_before], items + 1]))[:-1]
+        n_cand = np.maximum(prefix, n_before)
+        order = np.argsort(users, kind="stable")
+        su = users[order]
+        first = np.ones(len(users), bool)
+        first[1:] = su[1:] != su[:-1]
+        in_batch_first = np.zeros(len(users), bool)
+        in_batch_first[order[first]] = True
+        had_earlier = (self._user_events[users] > 0) | ~in_batch_first
+        return n_cand, (np.asarray(weights) > 0) & had_earlier
+
+    def exclusions(
+        self, users: np.ndarray, items: np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Unique (scored row, item) pairs left out of the candidates of the batch's events
+        ``rows``: the user's items before the batch and those of its earlier batch events."""
+        hist_rows, hist_items = self.seen.pairs_of(users[rows])
+        none = np.empty(0, np.int64)
+        er, ec = batch_exclusions(none, none, users, items)
+        pos = np.full(len(users), -1)
+        pos[rows] = np.arange(len(rows))
+        keep = pos[er] >= 0
+        return _unique_pairs(
+            np.concatenate([hist_rows, pos[er[keep]]]), np.concatenate([hist_items, ec[keep]])
+        )
+
+    def add(self, users: np.ndarray, items: np.ndarray) -> None:
+        """Record a learned batch."""
+        self._fit(users)
+        self.seen.add(users, items)
+        np.add.at(self._user_events, users, 1)
+
+
 class Prequential:
     """Runs variants side by side on one stream, test-then-train.
 
@@ -194,8 +255,7 @@ class Prequential:
         self.k = k
         self.users = Vocab()
         self.items = Vocab()
-        self.seen = SeenPairs()
-        self._user_events = np.zeros(0, np.int64)
+        self.history = ScoringHistory()
         self.report = PrequentialReport(sample_every=max(1, sample_every))
         for v in self.variants:
             self.report.metrics[v.name] = RankingMetrics(k=k, window=window)
@@ -207,23 +267,14 @@ class Prequential:
         n_before = len(self.items)
         u = self.users.add_many(users)
         i = self.items.add_many(items)
-        if len(self._user_events) < len(self.users):
-            grown = np.zeros(max(len(self.users), 2 * len(self._user_events)), np.int64)
-            grown[: len(self._user_events)] = self._user_events
-            self._user_events = grown
-        # catalogue before each event: items are indexed by first appearance
-        prefix = np.maximum.accumulate(np.concatenate([[n_before], i + 1]))[:-1]
-        n_cand = np.maximum(prefix, n_before)
-        # earlier events of the same user: before the batch, or earlier in it
-        order = np.argsort(u, kind="stable")
-        su = u[order]
-        first = np.ones(len(u), bool)
-        first[1:] = su[1:] != su[:-1]
-        in_batch_first = np.zeros(len(u), bool)
-        in_batch_first[order[first]] = True
-        had_earlier = (self._user_events[u] > 0) | ~in_batch_first
         w = np.asarray(weights, np.float32)
-        return BatchIndex(u, i, np.asarray(ts, np.float64), w, n_cand, (w > 0) & had_earlier)
+        n_cand, scored = self.history.plan(u, i, w, n_before)
+        return BatchIndex(u, i, np.asarray(ts, np.float64), w, n_cand, scored)
+
+    @property
+    def seen(self) -> SeenPairs:
+        """Every (user, item) pair learned so far."""
+        return self.history.seen
 
     def process(
         self,
@@ -239,16 +290,7 @@ class Prequential:
         rows = np.flatnonzero(b.scored)
         if len(rows):
             su, si, n_cand = b.users[rows], b.items[rows], b.n_candidates[rows]
-            hist_rows, hist_items = self.seen.pairs_of(su)
-            # earlier same-user events of the batch, mapped to scored rows
-            none = np.empty(0, np.int64)
-            er, ec = batch_exclusions(none, none, b.users, b.items)
-            pos = np.full(len(b.users), -1)
-            pos[rows] = np.arange(len(rows))
-            keep = pos[er] >= 0
-            ex_r = np.concatenate([hist_rows, pos[er[keep]]])
-            ex_c = np.concatenate([hist_items, ec[keep]])
-            ex_r, ex_c = _unique_pairs(ex_r, ex_c)
+            ex_r, ex_c = self.history.exclusions(b.users, b.items, rows)
             ordinal = rep.scored + np.arange(len(rows))
             in_sample = ordinal % rep.sample_every == 0
             rep.scored += len(rows)
@@ -270,8 +312,7 @@ class Prequential:
                 rep.sample_metrics[v.name].update(ranks[in_sample])
         for v in self.variants:
             v.learn_many(b.users, b.items, b.ts, b.weights)
-        self.seen.add(b.users, b.items)
-        np.add.at(self._user_events, b.users, 1)
+        self.history.add(b.users, b.items)
         return b
 
     def _rank(
@@ -369,6 +410,7 @@ __all__ = [
     "PopularityVariant",
     "Prequential",
     "PrequentialReport",
+    "ScoringHistory",
     "StudentVariant",
     "TeacherVariant",
     "Variant",

@@ -56,11 +56,11 @@ from kdstream.online import (
     IndexedSoftLabels,
     Learner,
     LearnerConfig,
+    ScoringHistory,
     Vocab,
-    batch_exclusions,
     ranks_from_scores,
 )
-from kdstream.student import SeenPairs, StudentConfig
+from kdstream.student import StudentConfig
 
 from ._codec import (
     _BAD_ID_CHARS,
@@ -439,8 +439,7 @@ class ProcessorCore:
         # prequential evaluation (config.prequential_k): per partition (scored, hits, ndcg sum)
         self._pq: dict[int, tuple[int, int, float]] = {}
         self._pq_pending: dict[int, tuple[int, int, float]] = {}
-        self._pq_seen = SeenPairs()
-        self._pq_user_events = np.zeros(0, np.int64)
+        self._pq_history = ScoringHistory()
 
     @property
     def _width(self) -> int:
@@ -766,8 +765,7 @@ class ProcessorCore:
             self._pq_pending = self._prequential(records, users, items, w, n_before)
         self.learner.learn_many(users, items, ts, w)
         if self.config.prequential_k:
-            self._pq_seen.add(users, items)
-            np.add.at(self._pq_user_events, users, 1)
+            self._pq_history.add(users, items)
         st = self.learner.student
         uniq = np.unique(users)
         last_ts: dict[str, float] = {}
@@ -817,36 +815,12 @@ class ProcessorCore:
         seen before the event (global indices are in order of first appearance) minus the
         user's earlier items. Returns ``{partition: (scored, hits, ndcg sum)}``.
         """
-        n = len(users)
-        if len(self._pq_user_events) < len(self.users):
-            grown = np.zeros(max(len(self.users), 2 * len(self._pq_user_events)), np.int64)
-            grown[: len(self._pq_user_events)] = self._pq_user_events
-            self._pq_user_events = grown
-        prefix = np.maximum.accumulate(np.concatenate([[n_before], items + 1]))[:-1]
-        n_cand = np.maximum(prefix, n_before)
-        order = np.argsort(users, kind="stable")
-        su = users[order]
-        first = np.ones(n, bool)
-        first[1:] = su[1:] != su[:-1]
-        in_batch_first = np.zeros(n, bool)
-        in_batch_first[order[first]] = True
-        had_earlier = (self._pq_user_events[users] > 0) | ~in_batch_first
-        rows = np.flatnonzero((w > 0) & had_earlier)
+        n_cand, scored = self._pq_history.plan(users, items, w, n_before)
+        rows = np.flatnonzero(scored)
         if len(rows) == 0:
             return {}
         qu, qi = users[rows], items[rows]
-        hist_rows, hist_items = self._pq_seen.pairs_of(qu)
-        none = np.empty(0, np.int64)
-        er, ec = batch_exclusions(none, none, users, items)
-        pos = np.full(n, -1)
-        pos[rows] = np.arange(len(rows))
-        keep = pos[er] >= 0
-        ex_r = np.concatenate([hist_rows, pos[er[keep]]]).astype(np.int64)
-        ex_c = np.concatenate([hist_items, ec[keep]]).astype(np.int64)
-        if len(ex_r):
-            width = int(ex_c.max()) + 1
-            key = np.unique(ex_r * width + ex_c)
-            ex_r, ex_c = key // width, key % width
+        ex_r, ex_c = self._pq_history.exclusions(users, items, rows)
         n_items = max(len(self._item_ids), int(items.max()) + 1)
         scores = self.learner.scores(qu, qi, n_items)
         ranks = ranks_from_scores(scores, qi, n_cand[rows], ex_r, ex_c)
