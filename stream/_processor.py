@@ -837,15 +837,11 @@ class ProcessorCore:
     def prequential(self) -> dict[str, float]:
         """Prequential totals over the assigned partitions (this process's view):
         ``{"scored", "hits", "hr", "ndcg"}`` (see ``ProcessorConfig.prequential_k``)."""
-        scored = sum(v[0] for v in self._pq.values())
-        hits = sum(v[1] for v in self._pq.values())
-        ndcg = sum(v[2] for v in self._pq.values())
-        return {
-            "scored": scored,
-            "hits": hits,
-            "hr": hits / scored if scored else 0.0,
-            "ndcg": ndcg / scored if scored else 0.0,
-        }
+        return _prequential_totals(
+            sum(v[0] for v in self._pq.values()),
+            sum(v[1] for v in self._pq.values()),
+            sum(v[2] for v in self._pq.values()),
+        )
 
     def _write(self, batch: StoreBatch) -> None:
         start = time.perf_counter()
@@ -1119,11 +1115,15 @@ def store_prequential(store: Store, topic: str, partitions: Iterable[int]) -> di
         scored += versions.get(ks, 0)
         hits += versions.get(kh, 0)
         ppm += versions.get(kn, 0)
+    return _prequential_totals(scored, hits, ppm / 1e6)
+
+
+def _prequential_totals(scored: int, hits: int, ndcg_sum: float) -> dict[str, float]:
     return {
         "scored": scored,
         "hits": hits,
         "hr": hits / scored if scored else 0.0,
-        "ndcg": ppm / 1e6 / scored if scored else 0.0,
+        "ndcg": ndcg_sum / scored if scored else 0.0,
     }
 
 
