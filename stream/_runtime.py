@@ -332,27 +332,14 @@ class EmbeddedPipeline:
         users, items = self._trim_window()
         if len(users) < 2:
             return None
-        # per-user sequences of the window (time order), the last max_len of each
-        order = np.argsort(users, kind="stable")
-        su, si = users[order], items[order]
-        cuts = np.flatnonzero(np.diff(su)) + 1
-        max_len = self.config.teacher.max_len
-        histories = {
-            int(g_users[0]): g_items[-max_len:].astype(np.int32)
-            for g_users, g_items in zip(np.split(su, cuts), np.split(si, cuts), strict=True)
-        }
-        trans = None
-        if self.config.transition_items and self.config.learner.transitions:
-            counts = np.bincount(items)
-            top = np.argsort(-counts, kind="stable")[: self.config.transition_items]
-            trans = top[counts[top] > 0].astype(np.int32)
-        return TeacherJob(
-            users=users.astype(np.int32),
-            items=items.astype(np.int32),
+        cfg = self.config
+        return TeacherJob.from_window(
+            users,
+            items,
             n_items=len(self.prequential.items),
-            histories_for=histories,
             trained_until=stream_time,
-            transition_items=trans,
+            max_len=cfg.teacher.max_len,
+            transition_items=cfg.transition_items if cfg.learner.transitions else 0,
         )
 
     def _publish(self, result: TeacherResult) -> None:

@@ -7,9 +7,10 @@ It reads the event history with a kafka-python consumer in its own group, keeps 
 window and publishes one soft-label message per active user of the window (key = user) and one
 per frequent item (key = ``item:<id>``, transition labels) to the compacted soft-label topic,
 with the teacher's version. Restarts: after each refresh the model, the id maps and the window
-are saved under ``state_dir`` *before* the consumer's offsets are committed, so a restarted
-process loads them and resumes from the committed offsets (events after the last commit are
-re-read into the window; nothing is published twice for a refresh that was saved).
+are saved under ``state_dir``, with the window's positions, *before* the consumer's offsets are
+committed, so a restarted process loads them and resumes at those positions (or at the committed
+offsets when they are further on): events after the last save are re-read into the window, none
+is folded twice, and nothing is published twice for a refresh that was saved.
 
 Refreshes by event count happen at exact counts: every valid event on the topic counts (also
 the non-positive ones, which the window leaves out by default), and a poll that crosses the
@@ -193,21 +194,13 @@ class TeacherProcess:
 
     # --------------------------------------------------------------- refresh
     def _job(self) -> TeacherJob:
-        users, items = self.window_users, self.window_items
-        order = np.argsort(users, kind="stable")
-        su, si = users[order], items[order]
-        cuts = np.flatnonzero(np.diff(su)) + 1
-        max_len = self.teacher_config.max_len
-        histories = {
-            int(gu[0]): gi[-max_len:].astype(np.int32)
-            for gu, gi in zip(np.split(su, cuts), np.split(si, cuts), strict=True)
-        }
-        counts = np.bincount(items, minlength=len(self.items))
-        top = np.argsort(-counts, kind="stable")[: self.config.transition_items]
-        return TeacherJob(
-            users=users.astype(np.int32), items=items.astype(np.int32),
-            n_items=len(self.items), histories_for=histories, trained_until=self.last_ts,
-            transition_items=top[counts[top] > 0].astype(np.int32),
+        return TeacherJob.from_window(
+            self.window_users,
+            self.window_items,
+            n_items=len(self.items),
+            trained_until=self.last_ts,
+            max_len=self.teacher_config.max_len,
+            transition_items=self.config.transition_items,
         )
 
     def refresh(self) -> int:

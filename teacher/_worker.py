@@ -47,6 +47,41 @@ class TeacherJob:
     trained_until: float
     transition_items: npt.NDArray[np.int32] | None = None
 
+    @classmethod
+    def from_window(
+        cls,
+        users: npt.NDArray[np.integer],
+        items: npt.NDArray[np.integer],
+        *,
+        n_items: int,
+        trained_until: float,
+        max_len: int,
+        transition_items: int,
+    ) -> TeacherJob:
+        """The job for a window (time order): every user of the window is labelled from its
+        last ``max_len`` window items, and the ``transition_items`` most frequent items of the
+        window get transition labels (0: none)."""
+        order = np.argsort(users, kind="stable")
+        su, si = users[order], items[order]
+        cuts = np.flatnonzero(np.diff(su)) + 1
+        histories = {
+            int(g_users[0]): g_items[-max_len:].astype(np.int32)
+            for g_users, g_items in zip(np.split(su, cuts), np.split(si, cuts), strict=True)
+        }
+        trans = None
+        if transition_items:
+            counts = np.bincount(items, minlength=n_items)
+            top = np.argsort(-counts, kind="stable")[:transition_items]
+            trans = top[counts[top] > 0].astype(np.int32)
+        return cls(
+            users=users.astype(np.int32),
+            items=items.astype(np.int32),
+            n_items=n_items,
+            histories_for=histories,
+            trained_until=trained_until,
+            transition_items=trans,
+        )
+
 
 @dataclass(frozen=True)
 class TeacherResult:
