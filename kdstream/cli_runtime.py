@@ -99,20 +99,21 @@ def _cmd_processor(args: argparse.Namespace) -> int:
     # itself would report an incompatible broker version, aiokafka retry)
     from kdstream.stream._kafka_auth import check_kafka_login
 
-    check_kafka_login(bootstrap, kafka_client_kwargs(settings))
+    security = kafka_client_kwargs(settings)
+    check_kafka_login(bootstrap, security)
     if args.engine == "faust":
         from kdstream.stream._faust_app import run_faust_processor
 
         stats = run_faust_processor(
             bootstrap, core, group=settings.group, batch_size=settings.batch_size,
-            idle_exit_s=args.idle_exit_s, security=kafka_client_kwargs(settings),
+            idle_exit_s=args.idle_exit_s, security=security,
         )
     else:
         from kdstream.stream._processor import KafkaProcessorLoop
 
         loop = KafkaProcessorLoop(
             bootstrap, core, group=settings.group, batch_size=settings.batch_size,
-            security=kafka_client_kwargs(settings),
+            security=security,
         )
         _stop_on_sigterm(loop.stop)
         stats = loop.run(idle_exit_s=args.idle_exit_s)
@@ -138,8 +139,9 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
     )
     from kdstream.stream._kafka_auth import check_kafka_login
 
-    check_kafka_login(cfg.bootstrap, kafka_client_kwargs(settings))
-    proc = TeacherProcess(cfg, security=kafka_client_kwargs(settings))
+    security = kafka_client_kwargs(settings)
+    check_kafka_login(cfg.bootstrap, security)
+    proc = TeacherProcess(cfg, security=security)
     _stop_on_sigterm(proc.stop)
     summary = proc.run(max_refreshes=args.max_refreshes, idle_exit_s=args.idle_exit_s)
     print(json.dumps(summary), flush=True)
@@ -152,7 +154,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     bootstrap = ",".join(settings.kafka_bootstrap())
-    check_kafka_login(bootstrap, kafka_client_kwargs(settings))
+    security = kafka_client_kwargs(settings)
+    check_kafka_login(bootstrap, security)
     names = [settings.events_topic, settings.soft_labels_topic, settings.dlq_topic]
     if args.action == "create":
         from kdstream.stream._kafka_admin import TopicSpec
@@ -162,10 +165,10 @@ def _cmd_topics(args: argparse.Namespace) -> int:
             TopicSpec(settings.soft_labels_topic, settings.partitions, compacted=True),
             TopicSpec(settings.dlq_topic, 1),
         ]
-        results = create_topics(bootstrap, specs, security=kafka_client_kwargs(settings))
+        results = create_topics(bootstrap, specs, security=security)
         print(json.dumps([asdict(r) for r in results]))
     else:
-        described = describe_topics(bootstrap, names, security=kafka_client_kwargs(settings))
+        described = describe_topics(bootstrap, names, security=security)
         print(json.dumps(described, default=str))
     return 0
 

@@ -210,8 +210,8 @@ class FaustProcessor:
     security
         kafka-python SASL/TLS arguments (``kdstream.settings.kafka_client_kwargs``), used by
         the admin lookup and the dead-letter producer, and mapped to faust's
-        ``broker_credentials`` (:func:`faust_credentials`). A SASL login is checked first: a
-        rejected one raises ServiceError ("Kafka authentication failed ...") at once.
+        ``broker_credentials`` (:func:`faust_credentials`). ``kdstream processor`` checks the
+        login first (``check_kafka_login``), for either engine.
     """
 
     def __init__(
@@ -226,7 +226,6 @@ class FaustProcessor:
         security: Mapping[str, Any] | None = None,
     ) -> None:
         from ._kafka_admin import bootstrap_servers
-        from ._kafka_auth import check_kafka_login
         from ._kafka_producer import KafkaEventProducer
 
         self.cfg = cfg = config or FaustProcessorConfig()
@@ -236,7 +235,6 @@ class FaustProcessor:
         self.bootstrap = bootstrap.removeprefix("kafka://")
         sec = dict(security or {})
         credentials = faust_credentials(sec)  # a bad TLS file fails here, before any I/O
-        check_kafka_login(self.bootstrap, sec)
         self.partitions = partitions or topic_partitions(
             self.bootstrap, self.topics.events_topic, sec
         )
