@@ -100,7 +100,7 @@ def _reject_lines(what: str, rejects: Any, n: int, unit: str) -> list[str]:
 # --------------------------------------------------------------------------------- replay
 def _cmd_replay(args: argparse.Namespace) -> int:
     from kdstream.replay import read_log, replay
-    from kdstream.settings import Settings, kafka_client_kwargs
+    from kdstream.settings import Settings, kafka_client_kwargs, topic_specs
 
     fmt, spec = _csv_spec(args)
     cols, read_report = read_log(args.path, format=fmt, spec=spec, limit=args.limit)
@@ -115,7 +115,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     settings = Settings.load({"broker": broker})
     broker = settings.broker
     if settings.broker_kind() == "kafka":
-        from kdstream.stream._kafka_admin import TopicSpec, create_topics
+        from kdstream.stream._kafka_admin import create_topics
         from kdstream.stream._kafka_auth import check_kafka_login
         from kdstream.stream._kafka_producer import KafkaEventProducer
 
@@ -123,12 +123,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         bootstrap = ",".join(settings.kafka_bootstrap())
         # a wrong password fails here, at once, as "Kafka authentication failed"
         check_kafka_login(bootstrap, security)
-        specs = [
-            TopicSpec(settings.events_topic, settings.partitions),
-            TopicSpec(settings.soft_labels_topic, settings.partitions, compacted=True),
-            TopicSpec(settings.dlq_topic, 1),
-        ]
-        create_topics(bootstrap, specs, security=security)
+        create_topics(bootstrap, topic_specs(settings), security=security)
         topic = settings.events_topic
         with KafkaEventProducer(bootstrap, **security) as producer:
             rep = replay(cols, producer, topic=topic, speed=args.speed, progress=show)

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from kdstream.settings import Settings, kafka_client_kwargs
+from kdstream.settings import Settings, kafka_client_kwargs, topic_specs
 
 _log = logging.getLogger("kdstream.cli")
 
@@ -158,14 +158,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     check_kafka_login(bootstrap, security)
     names = [settings.events_topic, settings.soft_labels_topic, settings.dlq_topic]
     if args.action == "create":
-        from kdstream.stream._kafka_admin import TopicSpec
-
-        specs = [
-            TopicSpec(settings.events_topic, settings.partitions),
-            TopicSpec(settings.soft_labels_topic, settings.partitions, compacted=True),
-            TopicSpec(settings.dlq_topic, 1),
-        ]
-        results = create_topics(bootstrap, specs, security=security)
+        results = create_topics(bootstrap, topic_specs(settings), security=security)
         print(json.dumps([asdict(r) for r in results]))
     else:
         described = describe_topics(bootstrap, names, security=security)

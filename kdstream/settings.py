@@ -371,6 +371,18 @@ def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
     return out
 
 
+def topic_specs(settings: Settings) -> list[Any]:
+    """The runtime's three topics under their configured names (``TopicSpec`` list): events
+    (``partitions``), soft labels (compacted, co-partitioned) and the dead letters (one)."""
+    from kdstream.stream._kafka_admin import TopicSpec
+
+    return [
+        TopicSpec(settings.events_topic, settings.partitions),
+        TopicSpec(settings.soft_labels_topic, settings.partitions, compacted=True),
+        TopicSpec(settings.dlq_topic, 1),
+    ]
+
+
 def faust_broker_credentials(settings: Settings) -> Any:
     """faust's ``broker_credentials`` for the security settings (None for PLAINTEXT).
 
@@ -452,4 +464,5 @@ __all__ = [
     "faust_broker_credentials",
     "kafka_client_kwargs",
     "make_store",
+    "topic_specs",
 ]
