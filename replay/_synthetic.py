@@ -218,7 +218,7 @@ def _draw(
     p = np.exp(logits, out=logits)
     cdf = np.cumsum(p, axis=1)
     u = rng.random(len(p)) * cdf[:, -1]
-    item = np.array([np.searchsorted(c, x, side="right") for c, x in zip(cdf, u, strict=True)])
+    item = (cdf <= u[:, None]).sum(axis=1)  # per row: searchsorted(cdf, u, side="right")
     # float round-off may point past the last unseen item: step back to one that is unseen
     item = np.minimum(item, p.shape[1] - 1)
     bad = np.flatnonzero(seen[np.arange(len(item)), item])
