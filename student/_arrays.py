@@ -29,6 +29,23 @@ def unique_inverse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s[first], inverse
 
 
+def unique_inverse_bounded(x: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``unique_inverse`` for values in ``[0, bound)``: a mark per value instead of a sort.
+
+    O(bound + len(x)) instead of O(len(x) log len(x)): several times faster when ``bound`` is
+    within a small multiple of ``len(x)`` (a micro-batch's rows of a table); falls back to the
+    sort otherwise, so a table of millions of users never costs a pass per batch.
+    """
+    if bound > 32 * len(x) + 65_536:
+        return unique_inverse(x)
+    flags = np.zeros(bound, bool)
+    flags[x] = True
+    uniq = np.flatnonzero(flags)
+    lut = np.empty(bound, np.int64)
+    lut[uniq] = np.arange(len(uniq))
+    return uniq, lut[x]
+
+
 def isin_sorted(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """``np.isin(x, sorted_set)`` for a sorted, unique ``sorted_set``."""
     if len(sorted_set) == 0:
@@ -38,4 +55,4 @@ def isin_sorted(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[pos] == x
 
 
-__all__ = ["isin_sorted", "unique_inverse", "unique_sorted"]
+__all__ = ["isin_sorted", "unique_inverse", "unique_inverse_bounded", "unique_sorted"]

@@ -13,7 +13,7 @@ import numpy as np
 
 from kdstream.errors import ConfigError, ModelError
 
-from ._arrays import unique_inverse
+from ._arrays import unique_inverse_bounded
 from ._config import StudentConfig
 from ._seen import SeenPairs
 
@@ -74,12 +74,25 @@ class Gradients:
 
 
 def _segment_sum(inverse: np.ndarray, grads: np.ndarray, n: int) -> np.ndarray:
-    """Sum rows of ``grads`` sharing an ``inverse`` id, on a flat view (fast ufunc.at path)."""
-    d = grads.shape[1]
-    out = np.zeros(n * d, np.float32)
-    flat = (inverse[:, None] * d + np.arange(d)).ravel()
-    np.add.at(out, flat, grads.ravel())
-    return out.reshape(n, d)
+    """(n, d) sums of the rows of ``grads`` that share an ``inverse`` id.
+
+    One ``bincount`` per column of the transposed gradients: about 1.6x faster than ``np.add.at``
+    on a flat view (no (R, d) index array to build), and it sums in float64.
+    """
+    cols = np.ascontiguousarray(grads.T)
+    out = np.empty((grads.shape[1], n), np.float32)
+    for k, col in enumerate(cols):
+        out[k] = np.bincount(inverse, weights=col, minlength=n)
+    return out.T
+
+
+def _add_rows(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """``out[rows] += values`` that also sums repeated rows; the learner's rows are distinct
+    and increasing, which takes the plain (several times faster) fancy-index add."""
+    if len(rows) < 2 or bool((rows[1:] > rows[:-1]).all()):
+        out[rows] += values
+    else:
+        np.add.at(out, rows, values)
 
 
 def _weighted_rows(w: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -427,7 +440,7 @@ class Student:
         if soft is not None and len(soft.rows):
             r = soft.rows
             g_query, dq = self._distil(h[r], soft, negatives, q_neg, b_neg, d_b_rows)
-            np.add.at(dh, r, g_query)
+            _add_rows(dh, r, g_query)
             d_q_rows.extend(dq)
         if transition is not None and len(transition.rows):
             # The teacher's next items after the event's previous item, distilled into the
@@ -435,7 +448,7 @@ class Student:
             # query the student really scores with, so p_u and every context vector share it.
             r = transition.rows
             g_query, dq = self._distil(h[r], transition, negatives, q_neg, b_neg, d_b_rows)
-            np.add.at(dh, r, g_query)
+            _add_rows(dh, r, g_query)
             d_q_rows.extend(dq)
 
         # Back-propagate the query gradient to the user and context vectors.
@@ -534,7 +547,7 @@ class Student:
         if len(rows) == 0:
             return
         grads = np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False)
-        uniq, inv = unique_inverse(rows)
+        uniq, inv = unique_inverse_bounded(rows, len(table))
         g = _segment_sum(inv, grads, len(uniq))
         g += self.config.l2 * table[uniq]
         acc[uniq] += np.mean(g * g, axis=1)

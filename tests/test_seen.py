@@ -1,4 +1,4 @@
-"""SeenPairs against a plain Python set of pairs."""
+"""SeenPairs against a plain Python set of pairs; the row-index helpers against np.unique."""
 
 from __future__ import annotations
 
@@ -44,3 +44,16 @@ def test_tail_merges_into_main(monkeypatch) -> None:  # type: ignore[no-untyped-
     assert len(seen._main) and len(seen) == len(ref)
     pairs = sorted(ref)
     assert seen.contains(np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])).all()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 200_000), max_size=300), st.integers(0, 1))
+def test_unique_inverse_bounded_matches_np_unique(values: list[int], big: int) -> None:
+    from kdstream.student._arrays import unique_inverse_bounded
+
+    x = np.array(values, np.int64)
+    bound = (max(values, default=0) + 1) * (1000 if big else 1)  # both the mark and the sort
+    uniq, inv = unique_inverse_bounded(x, bound)
+    want_u, want_inv = np.unique(x, return_inverse=True)
+    assert uniq.tolist() == want_u.tolist()
+    assert inv.tolist() == want_inv.tolist()
