@@ -84,6 +84,14 @@ class LocalClusterConfig:
     sasl_port
         The SASL listener's port on 127.0.0.1 (used only with ``sasl_users``).
         Env: ``KDSTREAM_KAFKA_SASL_PORT``.
+    tls
+        Also open an ``SSL`` (TLS, no client certificate) client listener on ``tls_port``.
+        ``up`` creates a private CA and a server certificate for ``127.0.0.1`` / ``localhost``
+        under ``home/tls`` with ``openssl`` once and reuses them; clients verify the broker
+        with ``tls_ca_file``. Env: ``KDSTREAM_LOCAL_TLS=1``.
+    tls_port
+        The TLS listener's port on 127.0.0.1 (used only with ``tls``).
+        Env: ``KDSTREAM_KAFKA_TLS_PORT``.
 
     Examples
     --------
@@ -102,6 +110,8 @@ class LocalClusterConfig:
     start_timeout_s: float = 90.0
     sasl_users: Mapping[str, str] | None = field(default=None, repr=False)
     sasl_port: int = 9094
+    tls: bool = False
+    tls_port: int = 9095
 
     def __post_init__(self) -> None:
         ports = {
@@ -113,6 +123,10 @@ class LocalClusterConfig:
             ports["sasl_port"] = self.sasl_port
             _check_sasl_users(self.sasl_users)
             object.__setattr__(self, "sasl_users", dict(self.sasl_users))
+        if not isinstance(self.tls, bool):
+            raise ConfigError(f"tls must be a bool, got {self.tls!r}")
+        if self.tls:
+            ports["tls_port"] = self.tls_port
         for name, port in ports.items():
             if not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ConfigError(f"{name} must be an int in 1..65535, got {port!r}")
@@ -144,6 +158,8 @@ class LocalClusterConfig:
             ("KDSTREAM_CACHE_DIR", "cache_dir", Path),
             ("KDSTREAM_KAFKA_SASL_PORT", "sasl_port", int),
             ("KDSTREAM_LOCAL_SASL_USERS", "sasl_users", _parse_sasl_users),
+            ("KDSTREAM_LOCAL_TLS", "tls", _parse_bool),
+            ("KDSTREAM_KAFKA_TLS_PORT", "tls_port", int),
         ):
             raw = env.get(var)
             if raw:
@@ -172,6 +188,25 @@ class LocalClusterConfig:
     def kafka_sasl_bootstrap(self) -> str | None:
         """``127.0.0.1:<sasl_port>`` when ``sasl_users`` is set, else None."""
         return f"127.0.0.1:{self.sasl_port}" if self.sasl_users is not None else None
+
+    @property
+    def kafka_tls_bootstrap(self) -> str | None:
+        """``127.0.0.1:<tls_port>`` when ``tls`` is on, else None."""
+        return f"127.0.0.1:{self.tls_port}" if self.tls else None
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def tls_ca_file(self) -> Path | None:
+        """The CA certificate (PEM) that verifies the TLS listener, when ``tls`` is on."""
+        return self.tls_dir / "ca.pem" if self.tls else None
+
+    @property
+    def tls_keystore(self) -> Path:
+        """The broker's PEM keystore: its PKCS#8 key, then its certificate and the CA's."""
+        return self.tls_dir / "server-keystore.pem"
 
     @property
     def jar_dir(self) -> Path:
@@ -212,6 +247,10 @@ class ClusterInfo:
         True when both services were up and healthy before the call.
     kafka_sasl_bootstrap
         ``host:port`` of the SASL_PLAINTEXT listener (None without ``sasl_users``).
+    kafka_tls_bootstrap
+        ``host:port`` of the SSL listener (None without ``tls``).
+    tls_ca_file
+        The CA certificate clients pass as ``KDSTREAM_KAFKA_SSL_CAFILE`` (None without ``tls``).
     """
 
     kafka_url: str
@@ -222,6 +261,8 @@ class ClusterInfo:
     home: Path
     already_running: bool
     kafka_sasl_bootstrap: str | None = None
+    kafka_tls_bootstrap: str | None = None
+    tls_ca_file: Path | None = None
 
 
 _SASL_USER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -246,6 +287,15 @@ def _check_sasl_users(users: Mapping[str, str]) -> None:
                 f"sasl_users: the password of {user!r} must be non-empty printable text "
                 "without quotes, backslashes, ',', '[', ']', '=' or ';'"
             )
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
 
 
 def _parse_sasl_users(raw: str) -> dict[str, str]:
@@ -479,6 +529,10 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
         listeners += f",SASL_PLAINTEXT://127.0.0.1:{cfg.sasl_port}"
         advertised += f",SASL_PLAINTEXT://127.0.0.1:{cfg.sasl_port}"
         protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    if cfg.tls:
+        listeners += f",SSL://127.0.0.1:{cfg.tls_port}"
+        advertised += f",SSL://127.0.0.1:{cfg.tls_port}"
+        protocols += ",SSL:SSL"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -516,7 +570,147 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
             "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config":
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         })  # fmt: skip
+    if cfg.tls:
+        # Kafka reads a PEM keystore file (KIP-651) holding the key and the chain; the key is
+        # unencrypted PKCS#8, so neither ssl.keystore.password (refused with PEM) nor
+        # ssl.key.password (required to be unset for an unencrypted key since KAFKA-12703) is
+        # set. No client certificates (ssl.client.auth stays none); inter-broker stays PLAINTEXT.
+        # TLS 1.2 only: under TLS 1.3 the JVM sends its session ticket after the handshake, and
+        # kafka-python (2.3.x) closes a connection that turns readable with no request in
+        # flight ("Socket EVENT_READ without in-flight-requests"), so admin requests failed
+        # about one run in three; TLS 1.2 delivers the ticket inside the handshake.
+        props.update({
+            "listener.name.ssl.ssl.keystore.type": "PEM",
+            "listener.name.ssl.ssl.keystore.location": str(cfg.tls_keystore.resolve()),
+            "listener.name.ssl.ssl.protocol": "TLSv1.2",
+            "listener.name.ssl.ssl.enabled.protocols": "TLSv1.2",
+        })  # fmt: skip
     return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+# --------------------------------------------------------------------------------------------
+# TLS: a private CA and a server certificate for the SSL listener
+# --------------------------------------------------------------------------------------------
+#: Extensions a strict verifier (Python 3.13's VERIFY_X509_STRICT among them) asks for.
+_OPENSSL_CNF = """\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = kdstream
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid,issuer
+"""
+_CA_DAYS = 3650
+_SERVER_DAYS = 825  # the longest lifetime clients such as Apple's accept for a server cert
+
+
+def _openssl() -> str:
+    found = shutil.which("openssl") or (
+        "/usr/bin/openssl" if Path("/usr/bin/openssl").exists() else None
+    )
+    if found is None:
+        raise ServiceError(
+            "the TLS listener needs the `openssl` command to create its certificates; install "
+            "it with `apt-get install -y openssl`, or start without KDSTREAM_LOCAL_TLS"
+        )
+    return found
+
+
+def _run_openssl(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [_openssl(), *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
+    )
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-2000:]
+        raise ServiceError(f"openssl {args[0]} failed while creating TLS files in {cwd}:\n{tail}")
+    return proc
+
+
+def _new_key(path: Path, cwd: Path) -> None:
+    # EC P-256, written as unencrypted PKCS#8 ("BEGIN PRIVATE KEY"), the form Kafka's PEM
+    # keystore reads without ssl.key.password
+    path.unlink(missing_ok=True)
+    _run_openssl(
+        ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-out", path.name],
+        cwd,
+    )  # fmt: skip
+    path.chmod(0o600)
+
+
+def _cert_valid_for(path: Path, seconds: int) -> bool:
+    if not path.exists():
+        return False
+    proc = subprocess.run(
+        [_openssl(), "x509", "-noout", "-checkend", str(seconds), "-in", str(path)],
+        capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    return proc.returncode == 0
+
+
+def ensure_tls_files(cfg: LocalClusterConfig, log: _LogFn | None = None) -> Path:
+    """Create the local CA and the broker's certificate under ``cfg.tls_dir`` unless they exist.
+
+    Files: ``ca.key``/``ca.pem`` (the CA, 10 years), ``server.key``/``server.pem`` (for
+    ``IP:127.0.0.1`` and ``DNS:localhost``, 825 days, renewed when it has less than a day
+    left) and ``server-keystore.pem`` (the key, then the chain: Kafka's PEM keystore). Keys
+    and the keystore are readable by the owner only. Returns the CA certificate's path.
+    """
+    d = cfg.tls_dir
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    d.chmod(0o700)  # the keys never sit in a folder others can list, even for a moment
+    cnf = d / "openssl.cnf"
+    cnf.write_text(_OPENSSL_CNF)
+    ca_key, ca_pem = d / "ca.key", d / "ca.pem"
+    server_key, server_pem = d / "server.key", d / "server.pem"
+    keystore = cfg.tls_keystore
+    renew_server = not (keystore.exists() and _cert_valid_for(server_pem, 86_400))
+    if not (ca_key.exists() and _cert_valid_for(ca_pem, 86_400)):
+        if log:
+            log(f"creating a local TLS CA in {d} (once)")
+        _new_key(ca_key, d)
+        _run_openssl(
+            ["req", "-x509", "-new", "-key", ca_key.name, "-sha256", "-days", str(_CA_DAYS),
+             "-subj", "/CN=kdstream local CA", "-config", cnf.name, "-extensions", "ca",
+             "-out", ca_pem.name],
+            d,
+        )  # fmt: skip
+        renew_server = True  # a new CA: the old server certificate no longer chains to it
+    if renew_server:
+        if log:
+            log(f"creating the broker's TLS certificate for 127.0.0.1/localhost in {d}")
+        _new_key(server_key, d)
+        csr = d / "server.csr"
+        _run_openssl(
+            ["req", "-new", "-key", server_key.name, "-subj", "/CN=localhost",
+             "-config", cnf.name, "-out", csr.name],
+            d,
+        )  # fmt: skip
+        _run_openssl(
+            ["x509", "-req", "-in", csr.name, "-CA", ca_pem.name, "-CAkey", ca_key.name,
+             "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-sha256",
+             "-days", str(_SERVER_DAYS), "-extfile", cnf.name, "-extensions", "server",
+             "-out", server_pem.name],
+            d,
+        )  # fmt: skip
+        csr.unlink(missing_ok=True)
+        tmp = keystore.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.touch(mode=0o600)
+        tmp.write_text(server_key.read_text() + server_pem.read_text() + ca_pem.read_text())
+        tmp.replace(keystore)  # whole or absent: a later start never reads half a keystore
+    return ca_pem
 
 
 _LOG4J2 = """\
@@ -585,6 +779,8 @@ def start_kafka(cfg: LocalClusterConfig, log: _LogFn | None = None) -> int:
         ports = [cfg.kafka_port, cfg.controller_port]
         if cfg.sasl_users is not None:
             ports.append(cfg.sasl_port)
+        if cfg.tls:
+            ports.append(cfg.tls_port)
         for port in ports:
             if _port_open(port):
                 raise ServiceError(
@@ -592,6 +788,8 @@ def start_kafka(cfg: LocalClusterConfig, log: _LogFn | None = None) -> int:
                     "(KDSTREAM_KAFKA_PORT, KDSTREAM_KAFKA_CONTROLLER_PORT)"
                 )
         jar_dir = ensure_kafka_jars(cfg, log)
+        if cfg.tls:
+            ensure_tls_files(cfg, log)
         cfg.kafka_dir.mkdir(parents=True, exist_ok=True)
         props = cfg.kafka_dir / "server.properties"
         # it may hold SASL passwords: readable by the owner only, from the first byte
@@ -730,6 +928,8 @@ def local_up(cfg: LocalClusterConfig, log: _LogFn | None = None) -> ClusterInfo:
         home=cfg.home,
         already_running=was_up,
         kafka_sasl_bootstrap=cfg.kafka_sasl_bootstrap,
+        kafka_tls_bootstrap=cfg.kafka_tls_bootstrap,
+        tls_ca_file=cfg.tls_ca_file,
     )
 
 
@@ -767,6 +967,8 @@ def local_status(cfg: LocalClusterConfig) -> dict[str, Any]:
         "kafka": {
             "url": cfg.kafka_url,
             "sasl_url": f"kafka://{cfg.kafka_sasl_bootstrap}" if cfg.kafka_sasl_bootstrap else None,
+            "tls_url": f"kafka://{cfg.kafka_tls_bootstrap}" if cfg.kafka_tls_bootstrap else None,
+            "tls_ca_file": str(cfg.tls_ca_file) if cfg.tls_ca_file else None,
             "pid": kafka_pid,
             "alive": kafka_pid is not None,
             "answering": kafka_ready(cfg.kafka_bootstrap, timeout=2.0),
@@ -790,6 +992,7 @@ __all__ = [
     "ClusterInfo",
     "LocalClusterConfig",
     "ensure_kafka_jars",
+    "ensure_tls_files",
     "kafka_ready",
     "local_down",
     "local_status",

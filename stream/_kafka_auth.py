@@ -6,11 +6,17 @@ its version probe, or a producer waits ``max_block_ms`` for metadata. Clients wi
 settings therefore call :func:`check_kafka_login` first: one admin connection with a short
 timeout, whose failure is raised as a :class:`~kdstream.errors.ServiceError` that says
 "authentication failed" and carries the broker's reason, never the password.
+
+TLS (``SSL`` / ``SASL_SSL``) is checked the same way: a broker certificate the client's CA
+does not verify raises a bare ``ssl.SSLCertVerificationError`` traceback from deep inside
+kafka-python, and a TLS client pointed at a plaintext port sees only ``NoBrokersAvailable``;
+both are reported as "Kafka TLS ... failed" with the reason and the CA file to check.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,21 +25,26 @@ from kdstream.errors import ServiceError
 from ._kafka_admin import bootstrap_servers
 
 _AUTH_MARKERS = ("SaslAuthenticationFailed", "Authentication failed", "UnsupportedSaslMechanism")
+#: kafka-python's warning when the peer drops the connection mid-handshake (not a TLS port?)
+_TLS_CLOSED_MARKER = "SSL connection closed by server during handshake"
 
 
 class _AuthErrors(logging.Handler):
     """Collects kafka-python's log lines about a failed SASL login."""
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.WARNING)
         self.reasons: list[str] = []
+        self.tls_closed = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage()
         except Exception:  # a malformed record must not break the probe
             return
-        if any(marker in text for marker in _AUTH_MARKERS):
+        if _TLS_CLOSED_MARKER in text:
+            self.tls_closed = True
+        if record.levelno >= logging.ERROR and any(marker in text for marker in _AUTH_MARKERS):
             # "<BrokerConnection ...>: SaslAuthenticate error: X (reason)": keep the reason
             self.reasons.append(text.rsplit(">: ", 1)[-1])
 
@@ -45,9 +56,13 @@ def check_kafka_login(
 
     Does nothing for a PLAINTEXT connection (empty ``security``). Raises ServiceError with
     "Kafka authentication failed" (user, mechanism and the broker's reason) when the broker
-    rejects the login, or "cannot reach Kafka" for any other failure within ``timeout_s``.
+    rejects the login; "Kafka TLS certificate verification failed" when the CA (``ssl_cafile``,
+    else the system's) does not verify the broker's certificate or its name; "Kafka TLS
+    handshake failed" for another TLS failure, such as a plaintext port; or "cannot reach
+    Kafka" for any other failure within ``timeout_s``.
     """
-    if not security or not str(security.get("security_protocol", "")).startswith("SASL_"):
+    protocol = str((security or {}).get("security_protocol", "PLAINTEXT"))
+    if not security or protocol == "PLAINTEXT":
         return
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
@@ -72,6 +87,13 @@ def check_kafka_login(
         conn_log.removeHandler(handler)
         if admin is not None:
             admin.close()
+    _raise_tls_failure(servers, protocol, security.get("ssl_cafile"), error, handler.tls_closed)
+    if not protocol.startswith("SASL_"):
+        if error is not None:
+            raise ServiceError(
+                f"cannot reach Kafka at {servers} with {protocol}: {type(error).__name__}: {error}"
+            )
+        return
     user = security.get("sasl_plain_username")
     mechanism = security.get("sasl_mechanism")
     if handler.reasons:
@@ -84,6 +106,31 @@ def check_kafka_login(
             f"cannot reach Kafka at {servers} with SASL {mechanism} as {user!r}: "
             f"{type(error).__name__}: {error}"
         )
+
+
+def _raise_tls_failure(
+    servers: list[str], protocol: str, cafile: Any, error: Exception | None, closed: bool
+) -> None:
+    if protocol not in ("SSL", "SASL_SSL") or error is None:
+        return
+    trust = f"the CA file {cafile}" if cafile else "the system's CAs (no ssl_cafile set)"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        # verify_message: "self-signed certificate in certificate chain", "Hostname mismatch, ..."
+        reason = error.verify_message or str(error)
+        raise ServiceError(
+            f"Kafka TLS certificate verification failed at {servers}: {reason}; the broker's "
+            f"certificate is not trusted by {trust} (KDSTREAM_KAFKA_SSL_CAFILE)"
+        ) from None
+    if isinstance(error, ssl.SSLError):
+        raise ServiceError(
+            f"Kafka TLS handshake failed at {servers}: {error.reason or error}"
+        ) from None
+    if closed:
+        raise ServiceError(
+            f"Kafka TLS handshake failed at {servers}: the broker closed the connection during "
+            f"the handshake; is this a TLS ({protocol}) listener and not a PLAINTEXT one? "
+            f"({type(error).__name__})"
+        ) from None
 
 
 __all__ = ["check_kafka_login"]

@@ -1,16 +1,21 @@
-"""Kafka SASL for real: a broker with a SASL_PLAINTEXT listener (PLAIN and SCRAM-SHA-256 users).
+"""Kafka SASL and TLS for real: a broker with a SASL_PLAINTEXT listener (PLAIN and
+SCRAM-SHA-256 users) and an SSL listener (a private CA made by ``kdstream local up``).
 
 With the right password, ``kdstream replay`` delivers through the SASL listener and both
 processor engines (kafka-python and faust) learn the events; with a wrong one, each command
 fails within seconds with "Kafka authentication failed", and no password reaches any output.
+With the local CA, the same holds for the TLS listener; with an unrelated CA, each command
+fails within seconds with "Kafka TLS certificate verification failed".
 
-The session-scoped ``sasl_cluster`` fixture starts its own local cluster (SASL on, free ports,
-a temporary home) next to the PLAINTEXT one of ``conftest.py``.
+The session-scoped ``sasl_cluster`` fixture starts its own local cluster (SASL and TLS on, free
+ports, a temporary home) next to the PLAINTEXT one of ``conftest.py``: one broker for both, as
+each start costs CI time.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import uuid
@@ -36,7 +41,7 @@ PARTITIONS = 2
 
 @pytest.fixture(scope="session")
 def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterInfo]:
-    kafka_port, controller_port, redis_port, sasl_port = _free_ports(4)
+    kafka_port, controller_port, redis_port, sasl_port, tls_port = _free_ports(5)
     cfg = LocalClusterConfig.from_env(
         home=tmp_path_factory.mktemp("kdstream-sasl"),
         kafka_port=kafka_port,
@@ -44,23 +49,25 @@ def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterIn
         redis_port=redis_port,
         sasl_port=sasl_port,
         sasl_users={USER: PASSWORD},
+        tls=True,
+        tls_port=tls_port,
     )
-    with local_cluster(cfg, "local Kafka with SASL") as info:
+    with local_cluster(cfg, "local Kafka with SASL and TLS") as info:
         yield info
 
 
 @dataclass(frozen=True)
 class Replayed:
-    """A topic set filled through the SASL listener by ``kdstream replay``."""
+    """A topic set filled through the SASL (or TLS) listener by ``kdstream replay``."""
 
     prefix: str
-    sasl_url: str
+    url: str
     redis_url: str
     env: dict[str, str]
     users: frozenset[str]
 
 
-def _env(prefix: str, password: str, mechanism: str = "SCRAM-SHA-256") -> dict[str, str]:
+def _base_env(prefix: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KDSTREAM_")}
     env.update({
         "OPENBLAS_NUM_THREADS": "1",
@@ -68,6 +75,13 @@ def _env(prefix: str, password: str, mechanism: str = "SCRAM-SHA-256") -> dict[s
         "KDSTREAM_SOFT_LABELS_TOPIC": f"{prefix}.soft-labels",
         "KDSTREAM_DLQ_TOPIC": f"{prefix}.events.dlq",
         "KDSTREAM_PARTITIONS": str(PARTITIONS),
+    })  # fmt: skip
+    return env
+
+
+def _env(prefix: str, password: str, mechanism: str = "SCRAM-SHA-256") -> dict[str, str]:
+    env = _base_env(prefix)
+    env.update({
         "KDSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "KDSTREAM_KAFKA_SASL_MECHANISM": mechanism,
         "KDSTREAM_KAFKA_SASL_USERNAME": USER,
@@ -98,28 +112,49 @@ def _done(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, str]:
 def _processor(replayed: Replayed, engine: str, env: dict[str, str]) -> subprocess.Popen[str]:
     namespace = f"{replayed.prefix}-{engine}"
     return _kdstream([
-        "processor", "--engine", engine, "--broker", replayed.sasl_url,
+        "processor", "--engine", engine, "--broker", replayed.url,
         "--store", replayed.redis_url, "--namespace", namespace, "--group", namespace,
         "--dim", "8", "--idle-exit-s", "3", "--batch-size", "100",
     ], env)  # fmt: skip
+
+
+def _replay_all(
+    cluster: ClusterInfo, url: str, env: dict[str, str], prefix: str, folder: Path
+) -> Replayed:
+    """``kdstream replay`` of N_EVENTS synthetic events to ``url`` with ``env``'s security."""
+    cols = generate(SyntheticConfig(n_users=40, n_items=50, n_events=N_EVENTS, seed=5))
+    log = folder / "events.jsonl"
+    log.write_bytes(b"\n".join(encode_event(e) for e in cols.to_events()) + b"\n")
+    rc, out, err = _done(_kdstream(["replay", str(log), "--broker", url, "--no-progress"], env), 60)
+    assert rc == 0, err[-3000:]
+    assert f"sent {N_EVENTS} events to {prefix}.events on {url}" in out
+    users = frozenset(e.user for e in cols.to_events())
+    return Replayed(prefix, url, cluster.redis_url, env, users)
+
+
+def _engines_learn(replayed: Replayed, engines: tuple[str, ...] = ("kafka", "faust")) -> None:
+    from kdstream.stream._redis_store import RedisStore
+
+    # the engines at once, each in its own group and namespace: each learns every event
+    procs = {engine: _processor(replayed, engine, replayed.env) for engine in engines}
+    for engine, proc in procs.items():
+        rc, out, err = _done(proc, 60)
+        assert rc == 0, f"{engine}: {err[-3000:]}"
+        stats = out.strip().splitlines()[-1]
+        assert f'"learned": {N_EVENTS},' in stats, (engine, stats)
+        store = RedisStore(replayed.redis_url, namespace=f"{replayed.prefix}-{engine}")
+        user = sorted(replayed.users)[0]
+        vector = store.user_vector(user)
+        assert vector is not None and float(abs(vector).sum()) > 0, engine
 
 
 @pytest.fixture(scope="module")
 def replayed(sasl_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> Replayed:
     assert sasl_cluster.kafka_sasl_bootstrap is not None
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    cols = generate(SyntheticConfig(n_users=40, n_items=50, n_events=N_EVENTS, seed=5))
-    log = tmp_path_factory.mktemp("sasl-log") / "events.jsonl"
-    log.write_bytes(b"\n".join(encode_event(e) for e in cols.to_events()) + b"\n")
-    sasl_url = f"kafka://{sasl_cluster.kafka_sasl_bootstrap}"
-    env = _env(prefix, PASSWORD)
-    rc, out, err = _done(
-        _kdstream(["replay", str(log), "--broker", sasl_url, "--no-progress"], env), 60
-    )
-    assert rc == 0, err[-3000:]
-    assert f"sent {N_EVENTS} events to {prefix}.events on {sasl_url}" in out
-    users = frozenset(e.user for e in cols.to_events())
-    return Replayed(prefix, sasl_url, sasl_cluster.redis_url, env, users)
+    url = f"kafka://{sasl_cluster.kafka_sasl_bootstrap}"
+    folder = tmp_path_factory.mktemp("sasl-log")
+    return _replay_all(sasl_cluster, url, _env(prefix, PASSWORD), prefix, folder)
 
 
 def test_local_cluster_sasl_config_keeps_the_password_private(sasl_cluster: ClusterInfo) -> None:
@@ -154,19 +189,7 @@ def test_replay_over_sasl_delivers_every_event(
 
 
 def test_both_engines_learn_through_the_sasl_listener(replayed: Replayed) -> None:
-    from kdstream.stream._redis_store import RedisStore
-
-    # both engines at once, each in its own group and namespace: each learns every event
-    procs = {engine: _processor(replayed, engine, replayed.env) for engine in ("kafka", "faust")}
-    for engine, proc in procs.items():
-        rc, out, err = _done(proc, 60)
-        assert rc == 0, f"{engine}: {err[-3000:]}"
-        stats = out.strip().splitlines()[-1]
-        assert f'"learned": {N_EVENTS},' in stats, (engine, stats)
-        store = RedisStore(replayed.redis_url, namespace=f"{replayed.prefix}-{engine}")
-        user = sorted(replayed.users)[0]
-        vector = store.user_vector(user)
-        assert vector is not None and float(abs(vector).sum()) > 0, engine
+    _engines_learn(replayed)
 
 
 def test_a_wrong_password_fails_fast_with_a_clear_error(replayed: Replayed, tmp_path: Path) -> None:
@@ -175,7 +198,7 @@ def test_a_wrong_password_fails_fast_with_a_clear_error(replayed: Replayed, tmp_
     # PLAIN for the replay, SCRAM for the processors: both mechanisms refuse it
     procs = {
         "replay": _kdstream(
-            ["replay", str(log), "--broker", replayed.sasl_url, "--no-progress"],
+            ["replay", str(log), "--broker", replayed.url, "--no-progress"],
             _env(replayed.prefix, WRONG, mechanism="PLAIN"),
         ),
         "kafka": _processor(replayed, "kafka", _env(replayed.prefix, WRONG)),
@@ -186,3 +209,113 @@ def test_a_wrong_password_fails_fast_with_a_clear_error(replayed: Replayed, tmp_
         assert rc == 2, f"{name}: rc={rc}\n{err[-3000:]}"
         assert "kdstream: error: Kafka authentication failed for user 'kd'" in err, (name, err)
         assert "Invalid username or password" in err or "invalid credentials" in err, err
+
+
+# ------------------------------------------------------------------------------------- TLS
+def _tls_env(prefix: str, cafile: Path | None) -> dict[str, str]:
+    env = _base_env(prefix)
+    env["KDSTREAM_KAFKA_SECURITY_PROTOCOL"] = "SSL"
+    if cafile is not None:
+        env["KDSTREAM_KAFKA_SSL_CAFILE"] = str(cafile)
+    return env
+
+
+@pytest.fixture(scope="module")
+def tls_replayed(sasl_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> Replayed:
+    assert sasl_cluster.kafka_tls_bootstrap is not None and sasl_cluster.tls_ca_file is not None
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    url = f"kafka://{sasl_cluster.kafka_tls_bootstrap}"
+    folder = tmp_path_factory.mktemp("tls-log")
+    env = _tls_env(prefix, sasl_cluster.tls_ca_file)
+    return _replay_all(sasl_cluster, url, env, prefix, folder)
+
+
+def test_local_cluster_tls_files(sasl_cluster: ClusterInfo) -> None:
+    tls = sasl_cluster.home / "tls"
+    assert sasl_cluster.tls_ca_file == tls / "ca.pem"
+    for name in ("ca.key", "server.key", "server-keystore.pem"):
+        assert (tls / name).stat().st_mode & 0o077 == 0, name  # private keys: owner only
+    assert (tls / "server-keystore.pem").read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    props = (sasl_cluster.home / "kafka" / "server.properties").read_text()
+    assert f"SSL://{sasl_cluster.kafka_tls_bootstrap}" in props
+    assert "ssl.key.password" not in props and "ssl.keystore.password" not in props
+
+
+def test_replay_over_tls_delivers_every_event(
+    tls_replayed: Replayed, sasl_cluster: ClusterInfo
+) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    # read back through the TLS listener by name, with Python's default checks (hostname
+    # included): the certificate holds DNS:localhost too. An explicit context, as
+    # kafka-python's own one is built with the deprecated ssl.PROTOCOL_TLS (a warning here)
+    port = tls_replayed.url.rsplit(":", 1)[1]
+    context = ssl.create_default_context(cafile=str(sasl_cluster.tls_ca_file))
+    consumer = KafkaConsumer(
+        bootstrap_servers=f"localhost:{port}", enable_auto_commit=False,
+        security_protocol="SSL", ssl_context=context, consumer_timeout_ms=3000,
+    )  # fmt: skip
+    try:
+        parts = [TopicPartition(f"{tls_replayed.prefix}.events", p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        keys = [r.key.decode() for r in consumer]
+    finally:
+        consumer.close()
+    assert len(keys) == N_EVENTS
+    assert set(keys) == tls_replayed.users
+
+
+def test_both_engines_learn_through_the_tls_listener(tls_replayed: Replayed) -> None:
+    _engines_learn(tls_replayed)
+
+
+def _foreign_ca(folder: Path) -> Path:
+    """A self-signed CA that has nothing to do with the cluster's."""
+    ca = folder / "other-ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(folder / "other-ca.key"), "-out", str(ca), "-days", "2",
+         "-subj", "/CN=unrelated CA"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return ca
+
+
+def test_an_unrelated_ca_fails_fast_with_a_clear_error(
+    tls_replayed: Replayed, tmp_path: Path
+) -> None:
+    ca = _foreign_ca(tmp_path)
+    log = tmp_path / "one.jsonl"
+    log.write_bytes(b'{"user": "u1", "item": "i1", "ts": 1}\n')
+    env = _tls_env(tls_replayed.prefix, ca)
+    procs = {
+        "replay": _kdstream(
+            ["replay", str(log), "--broker", tls_replayed.url, "--no-progress"], env
+        ),
+        "kafka": _processor(tls_replayed, "kafka", env),
+        "faust": _processor(tls_replayed, "faust", env),
+        # no CA file at all: the system's CAs do not know the local one either
+        "system": _processor(tls_replayed, "kafka", _tls_env(tls_replayed.prefix, None)),
+    }
+    for name, proc in procs.items():
+        rc, _out, err = _done(proc, 45)
+        assert rc == 2, f"{name}: rc={rc}\n{err[-3000:]}"
+        assert "kdstream: error: Kafka TLS certificate verification failed at" in err, (name, err)
+        assert "Traceback" not in err, (name, err)
+        trust = "the system's CAs" if name == "system" else f"the CA file {ca}"
+        assert f"not trusted by {trust}" in err, (name, err)
+
+
+def test_a_tls_client_on_the_plaintext_port_says_so(
+    tls_replayed: Replayed, sasl_cluster: ClusterInfo, tmp_path: Path
+) -> None:
+    log = tmp_path / "one.jsonl"
+    log.write_bytes(b'{"user": "u1", "item": "i1", "ts": 1}\n')
+    env = _tls_env(tls_replayed.prefix, sasl_cluster.tls_ca_file)
+    rc, _out, err = _done(
+        _kdstream(["replay", str(log), "--broker", sasl_cluster.kafka_url], env), 45
+    )
+    assert rc == 2, err[-3000:]
+    assert "kdstream: error: Kafka TLS handshake failed" in err, err
+    assert "not a PLAINTEXT one" in err, err
