@@ -615,9 +615,13 @@ _CA_DAYS = 3650
 _SERVER_DAYS = 825  # the longest lifetime clients such as Apple's accept for a server cert
 
 
+#: Where Debian puts it, for a PATH without /usr/bin (a stripped service environment).
+_OPENSSL_FALLBACK = Path("/usr/bin/openssl")
+
+
 def _openssl() -> str:
     found = shutil.which("openssl") or (
-        "/usr/bin/openssl" if Path("/usr/bin/openssl").exists() else None
+        str(_OPENSSL_FALLBACK) if _OPENSSL_FALLBACK.exists() else None
     )
     if found is None:
         raise ServiceError(

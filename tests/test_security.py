@@ -498,3 +498,136 @@ def test_local_cluster_sasl_users_from_env_and_validation() -> None:
             LocalClusterConfig(sasl_users=users)
     with pytest.raises(ConfigError, match="distinct"):
         LocalClusterConfig(sasl_users={"kd": "pw"}, sasl_port=9092)
+
+
+# ------------------------------------------------------------------------------ local TLS
+def test_local_cluster_tls_listener_properties() -> None:
+    from kdstream.local_cluster import LocalClusterConfig, _server_properties
+
+    plain = LocalClusterConfig()
+    assert "SSL" not in _server_properties(plain)  # the default stays PLAINTEXT only
+    assert plain.kafka_tls_bootstrap is None and plain.tls_ca_file is None
+    cfg = LocalClusterConfig(home=Path("/tmp/kd-tls-home"), tls=True, tls_port=19095)
+    props = dict(line.split("=", 1) for line in _server_properties(cfg).splitlines() if line)
+    assert props["listeners"].endswith(",SSL://127.0.0.1:19095")
+    assert "SSL://127.0.0.1:19095" in props["advertised.listeners"]
+    assert "SSL:SSL" in props["listener.security.protocol.map"]
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.name.ssl.ssl.keystore.type"] == "PEM"
+    assert props["listener.name.ssl.ssl.keystore.location"].endswith("tls/server-keystore.pem")
+    assert props["listener.name.ssl.ssl.enabled.protocols"] == "TLSv1.2"
+    # an unencrypted PEM key: Kafka refuses a keystore password and needs no key password
+    assert not any("password" in key for key in props)
+    assert cfg.kafka_tls_bootstrap == "127.0.0.1:19095"
+    assert cfg.tls_ca_file == Path("/tmp/kd-tls-home/tls/ca.pem")
+
+
+def test_local_cluster_tls_from_env_and_validation() -> None:
+    from kdstream.local_cluster import LocalClusterConfig
+
+    cfg = LocalClusterConfig.from_env({"KDSTREAM_LOCAL_TLS": "1", "KDSTREAM_KAFKA_TLS_PORT": "19"})
+    assert cfg.tls and cfg.tls_port == 19
+    assert not LocalClusterConfig.from_env({"KDSTREAM_LOCAL_TLS": "off"}).tls
+    with pytest.raises(ConfigError, match="KDSTREAM_LOCAL_TLS='maybe'"):
+        LocalClusterConfig.from_env({"KDSTREAM_LOCAL_TLS": "maybe"})
+    with pytest.raises(ConfigError, match="distinct"):
+        LocalClusterConfig(tls=True, tls_port=9092)
+    with pytest.raises(ConfigError, match="tls must be a bool"):
+        LocalClusterConfig(tls="yes")  # type: ignore[arg-type]
+    LocalClusterConfig(tls_port=9092)  # the port is only checked when the listener is on
+
+
+def test_local_tls_files_are_made_once_private_and_verify(tmp_path: Path) -> None:
+    from kdstream.local_cluster import LocalClusterConfig, ensure_tls_files
+
+    if not Path("/usr/bin/openssl").exists():
+        pytest.skip("openssl is not installed")
+    cfg = LocalClusterConfig(home=tmp_path, tls=True)
+    messages: list[str] = []
+    ca = ensure_tls_files(cfg, messages.append)
+    assert ca == cfg.tls_ca_file and len(messages) == 2  # the CA, then the server certificate
+    tls = tmp_path / "tls"
+    for name in ("ca.key", "server.key", "server-keystore.pem"):
+        assert (tls / name).stat().st_mode & 0o077 == 0, name
+    keystore = cfg.tls_keystore.read_text()
+    assert keystore.startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8, unencrypted
+    assert keystore.count("BEGIN CERTIFICATE") == 2  # the server's, then the CA's
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca), str(tls / "server.pem")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stderr
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(tls / "server.pem")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "IP Address:127.0.0.1" in text and "DNS:localhost" in text
+    before = {p.name: p.read_bytes() for p in tls.iterdir()}
+    messages.clear()
+    ensure_tls_files(cfg, messages.append)  # a later start reuses them
+    assert messages == [] and {p.name: p.read_bytes() for p in tls.iterdir()} == before
+    cfg.tls_keystore.unlink()  # a lost keystore: a new server certificate, the same CA
+    ensure_tls_files(cfg, messages.append)
+    assert len(messages) == 1 and (tls / "ca.pem").read_bytes() == before["ca.pem"]
+    assert cfg.tls_keystore.read_bytes() != before["server-keystore.pem"]
+
+
+def test_local_tls_without_openssl_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdstream import local_cluster
+
+    monkeypatch.setattr(local_cluster.shutil, "which", lambda name: None)
+    monkeypatch.setattr(local_cluster, "_OPENSSL_FALLBACK", tmp_path / "no-openssl")
+    cfg = local_cluster.LocalClusterConfig(home=tmp_path, tls=True)
+    with pytest.raises(ServiceError, match=r"needs the `openssl` command.*apt-get install"):
+        local_cluster.ensure_tls_files(cfg)
+
+
+class _RaisingAdmin:
+    """A KafkaAdminClient stand-in whose constructor fails like kafka-python does."""
+
+    error: Exception = OSError()
+
+    def __init__(self, **kwargs: Any) -> None:
+        raise self.error
+
+
+def _tls_login_error(monkeypatch: pytest.MonkeyPatch, error: Exception, **security: Any) -> str:
+    import kafka
+
+    from kdstream.stream._kafka_auth import check_kafka_login
+
+    monkeypatch.setattr(kafka, "KafkaAdminClient", type("A", (_RaisingAdmin,), {"error": error}))
+    with pytest.raises(ServiceError) as info:
+        check_kafka_login("127.0.0.1:9", {"security_protocol": "SSL", **security})
+    return str(info.value)
+
+
+def test_login_check_names_a_tls_certificate_failure(
+    monkeypatch: pytest.MonkeyPatch, pem: Path
+) -> None:
+    import ssl
+
+    bad = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify")
+    bad.verify_message = "self-signed certificate in certificate chain"
+    message = _tls_login_error(monkeypatch, bad, ssl_cafile=str(pem))
+    assert message.startswith("Kafka TLS certificate verification failed at 127.0.0.1:9")
+    assert "self-signed certificate in certificate chain" in message
+    assert f"not trusted by the CA file {pem} (KDSTREAM_KAFKA_SSL_CAFILE)" in message
+    message = _tls_login_error(monkeypatch, bad)
+    assert "not trusted by the system's CAs (no ssl_cafile set)" in message
+
+
+def test_login_check_names_other_tls_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    from kafka.errors import NoBrokersAvailable
+
+    other = ssl.SSLError(1, "[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version")
+    other.reason = "TLSV1_ALERT_PROTOCOL_VERSION"
+    message = _tls_login_error(monkeypatch, other)
+    assert message == "Kafka TLS handshake failed at 127.0.0.1:9: TLSV1_ALERT_PROTOCOL_VERSION"
+    # no TLS warning logged: an unreachable broker stays "cannot reach Kafka"
+    message = _tls_login_error(monkeypatch, NoBrokersAvailable())
+    assert message.startswith("cannot reach Kafka at 127.0.0.1:9 with SSL: NoBrokersAvailable")
