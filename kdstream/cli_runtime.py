@@ -193,6 +193,8 @@ def _cmd_local(args: argparse.Namespace) -> int:
         print(f"kafka: {info.kafka_url}\nredis: {info.redis_url}")
         if info.kafka_sasl_bootstrap:  # KDSTREAM_LOCAL_SASL_USERS=user:password[,...]
             print(f"kafka (SASL_PLAINTEXT, PLAIN/SCRAM-SHA-256): kafka://{info.kafka_sasl_bootstrap}")
+        if info.kafka_tls_bootstrap:  # KDSTREAM_LOCAL_TLS=1
+            print(f"kafka (SSL, CA {info.tls_ca_file}): kafka://{info.kafka_tls_bootstrap}")
     elif args.action == "down":
         print(json.dumps(local_down(cfg, wipe=args.wipe)))
     else:
