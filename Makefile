@@ -10,8 +10,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Reinstall only when the package metadata changes (editable install: code edits need nothing).
-$(STAMP): pyproject.toml | $(BIN)/python
+# Reinstall only when the package metadata or the student's C step changes (editable install:
+# Python edits need nothing; the C step is compiled by the install).
+$(STAMP): pyproject.toml setup.py $(wildcard student/_kernel*.c student/_kernel*.h) | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -27,4 +28,4 @@ test: $(STAMP) lint
 	KDSTREAM_REQUIRE_SERVICES=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info student/_kernel*.so

@@ -15,6 +15,7 @@ from kdstream.errors import ConfigError, ModelError
 
 from ._arrays import unique_inverse_bounded
 from ._config import StudentConfig
+from ._fused import FusedStep
 from ._seen import SeenPairs
 
 _EPS = 1e-8
@@ -188,6 +189,7 @@ class Student:
         self.g_pos = np.zeros(big_l, np.float32)
         self.seen = SeenPairs()
         self._mark: np.ndarray | None = None  # scratch for _candidate_negatives
+        self._fused = FusedStep()
 
     # ------------------------------------------------------------------ growth
     def grow(self, n_users: int, n_items: int) -> None:
@@ -346,17 +348,21 @@ class Student:
         self.grow(int(users.max()) + 1, n_items_needed)
         if contexts is None:
             contexts = self.event_contexts(users, items)
-        grads = self.gradients(
-            users, items, w, negatives, neg_logq, pos_logq, soft, transition, contexts
-        )
-        self._adagrad(self.P, self.gP, grads.p)
-        self._adagrad(self.Q, self.gQ, grads.q)
-        if grads.c:
-            self._adagrad(self.C, self.gC, grads.c)
-        self._adagrad_bias(grads.b)
-        if self.config.learn_context_weights and len(grads.pos):
-            self.g_pos += grads.pos * grads.pos
-            self.pos_w -= self.config.lr * grads.pos / np.sqrt(self.g_pos + _EPS)
+        # the compiled step where it is built; the numpy step below is its reference
+        if not self._fused.run(
+            self, users, items, w, negatives, neg_logq, pos_logq, soft, transition, contexts
+        ):
+            grads = self.gradients(
+                users, items, w, negatives, neg_logq, pos_logq, soft, transition, contexts
+            )
+            self._adagrad(self.P, self.gP, grads.p)
+            self._adagrad(self.Q, self.gQ, grads.q)
+            if grads.c:
+                self._adagrad(self.C, self.gC, grads.c)
+            self._adagrad_bias(grads.b)
+            if self.config.learn_context_weights and len(grads.pos):
+                self.g_pos += grads.pos * grads.pos
+                self.pos_w -= self.config.lr * grads.pos / np.sqrt(self.g_pos + _EPS)
         self.hist_update(users, items, contexts)
         self.step += 1
         # last: lock-free readers treat a user with seen items as learned (see the API service)

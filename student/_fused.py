@@ -1,0 +1,131 @@
+"""The C micro-batch step (``_kernel.c``) behind the numpy one: same update, one pass per event.
+
+``Student.learn_many`` calls :meth:`FusedStep.run` first; it returns False (and the numpy path
+runs) where the extension is not built, ``KDSTREAM_STUDENT_KERNEL=0`` turns it off, or an input
+is outside what the kernel takes (float64 tables in gradient tests, distillation into item
+vectors, an index outside the tables, which the numpy path reports as an error). The kernel
+trusts its indices, so every one is checked here before the call.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ._model import SoftTargets, Student
+
+try:
+    from . import _kernel  # type: ignore[attr-defined]
+except ImportError:  # not compiled: the numpy step does the same work
+    _kernel = None
+
+_F32 = np.dtype(np.float32)
+_TABLES = ("P", "Q", "C", "b", "gP", "gQ", "gC", "gb", "pos_w", "g_pos")
+_EMPTY_I64 = np.empty(0, np.int64)
+_EMPTY_F32 = np.empty(0, np.float32)
+
+
+def kernel_available() -> bool:
+    """Whether the compiled step is built and not turned off by ``KDSTREAM_STUDENT_KERNEL=0``."""
+    return _kernel is not None and os.environ.get("KDSTREAM_STUDENT_KERNEL", "1") != "0"
+
+
+def _targets(t: SoftTargets | None, n_events: int, n_items: int) -> tuple[np.ndarray, ...] | None:
+    """The kernel's five arrays for ``t`` (empty when None), or None if it cannot take them."""
+    if t is None or len(t.rows) == 0:
+        return (_EMPTY_I64, _EMPTY_I64, _EMPTY_F32, _EMPTY_F32, _EMPTY_F32)
+    rows = np.ascontiguousarray(t.rows, np.int64)
+    items = np.ascontiguousarray(t.items, np.int64)
+    logits = np.ascontiguousarray(t.logits, np.float32)
+    if items.ndim != 2 or logits.shape != items.shape or items.shape[0] != len(rows):
+        return None
+    if rows.min() < 0 or rows.max() >= n_events or items.min() < 0 or items.max() >= n_items:
+        return None
+    temp = np.ascontiguousarray(np.broadcast_to(t.temperature, len(rows)), np.float32)
+    alpha = np.ascontiguousarray(np.broadcast_to(t.alpha, len(rows)), np.float32)
+    return rows, items, logits, temp, alpha
+
+
+class FusedStep:
+    """Row -> slot scratch maps for the kernel (all -1 between calls), grown with the tables."""
+
+    def __init__(self) -> None:
+        self._maps: dict[str, np.ndarray] = {}
+
+    def _map(self, name: str, n: int) -> np.ndarray:
+        m = self._maps.get(name)
+        if m is None or len(m) != n:
+            m = np.full(n, -1, np.int32)
+            self._maps[name] = m
+        return m
+
+    def run(
+        self,
+        st: Student,
+        users: np.ndarray,
+        items: np.ndarray,
+        w: np.ndarray,
+        negatives: np.ndarray,
+        neg_logq: np.ndarray | None,
+        pos_logq: np.ndarray | None,
+        soft: SoftTargets | None,
+        transition: SoftTargets | None,
+        contexts: np.ndarray,
+    ) -> bool:
+        """Apply one micro-batch step to ``st``'s tables; False if the kernel cannot take it."""
+        cfg = st.config
+        if not kernel_available() or cfg.kd_item_vectors:
+            return False
+        tables = [getattr(st, name) for name in _TABLES]
+        if any(t.dtype != _F32 or not t.flags.c_contiguous for t in tables):
+            return False
+        n_items = len(st.Q)
+        if len(users) and (users.min() < 0 or users.max() >= len(st.P)):
+            return False
+        if len(items) and (items.min() < 0 or items.max() >= n_items):
+            return False
+        if len(negatives) and (negatives.min() < 0 or negatives.max() >= n_items):
+            return False
+        ctx = np.ascontiguousarray(contexts, np.int32)
+        if ctx.shape != (len(users), cfg.context_len) or (ctx.size and ctx.max() >= len(st.C)):
+            return False
+        soft_arrays = _targets(soft, len(users), n_items)
+        trans_arrays = _targets(transition, len(users), n_items)
+        if soft_arrays is None or trans_arrays is None:
+            return False
+        use_logq = cfg.logq_correction and neg_logq is not None and pos_logq is not None
+        neg_shift = -np.asarray(neg_logq, np.float32) if use_logq else _EMPTY_F32
+        pos_shift = np.asarray(pos_logq, np.float32) if use_logq else _EMPTY_F32
+        if use_logq and (len(neg_shift) != len(negatives) or len(pos_shift) != len(users)):
+            return False
+        from ._model import _KD_REST
+
+        _kernel.step(
+            *tables,
+            self._map("P", len(st.P)),
+            self._map("Q", n_items),
+            self._map("C", len(st.C)),
+            self._map("b", len(st.b)),
+            np.ascontiguousarray(users, np.int64),
+            np.ascontiguousarray(items, np.int64),
+            np.ascontiguousarray(w, np.float32),
+            ctx,
+            np.ascontiguousarray(negatives, np.int64),
+            np.ascontiguousarray(neg_shift),
+            np.ascontiguousarray(pos_shift),
+            *soft_arrays,
+            *trans_arrays,
+            cfg.context_len,
+            cfg.dim,
+            _KD_REST,
+            cfg.lr,
+            cfg.l2,
+            cfg.learn_context_weights and cfg.context_len > 0,
+        )
+        return True
+
+
+__all__ = ["FusedStep", "kernel_available"]

@@ -1,0 +1,94 @@
+/* The student's micro-batch step, fused in C: the same loss, gradients and row-wise Adagrad as
+ * the numpy path of student/_model.py (Student.gradients + the _adagrad updates), which stays the
+ * reference and the fallback when this extension is not built.
+ *
+ * Why: the numpy step runs some sixty array passes per micro-batch and scatters L context rows
+ * per event through sort-based segment sums; here each event is one pass over its rows, the
+ * gradients of a batch are summed in compact per-table buffers indexed by a row -> slot map, and
+ * every parameter is read and written once. Semantics are those of a micro-batch: all gradients
+ * come from the parameters as they were at the start of the batch, then each touched row takes
+ * one Adagrad step with its summed gradient (repeated ids in a batch are summed, never lost).
+ *
+ * Only the buffer protocol is used (no numpy headers); the Python side checks dtypes, shapes and
+ * contiguity before calling. The GIL is released while the step runs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#include "_kernel.h"
+
+static int use_avx2(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+/* step(tables, maps, batch, soft, trans, scalars): every array a C-contiguous buffer of the
+ * dtype the Python wrapper (student/_fused.py) checked; empty buffers stand for "none". */
+static PyObject *kd_step(PyObject *self, PyObject *args) {
+    (void)self;
+    enum { NBUF = 31 };
+    Py_buffer v[NBUF];
+    memset(v, 0, sizeof(v));
+    long long L, d, kd_rest;
+    float lr, l2;
+    int learn_pos;
+    if (!PyArg_ParseTuple(args,
+                          "w*w*w*w*w*w*w*w*w*w*"  /* P Q C b gP gQ gC gb pos_w g_pos */
+                          "w*w*w*w*"              /* mapP mapQ mapC mapB */
+                          "y*y*y*y*y*y*y*"        /* users items w ctx neg neg_shift pos_shift */
+                          "y*y*y*y*y*"            /* soft: rows items logits temp alpha */
+                          "y*y*y*y*y*"            /* trans: rows items logits temp alpha */
+                          "LLLffp",
+                          &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9],
+                          &v[10], &v[11], &v[12], &v[13], &v[14], &v[15], &v[16], &v[17], &v[18],
+                          &v[19], &v[20], &v[21], &v[22], &v[23], &v[24], &v[25], &v[26], &v[27],
+                          &v[28], &v[29], &v[30], &L, &d, &kd_rest, &lr, &l2, &learn_pos))
+        return NULL;
+    Step st;
+    memset(&st, 0, sizeof(st));
+    st.P = v[0].buf; st.Q = v[1].buf; st.C = v[2].buf; st.b = v[3].buf;
+    st.gP = v[4].buf; st.gQ = v[5].buf; st.gC = v[6].buf; st.gb = v[7].buf;
+    st.pos_w = v[8].buf; st.g_pos = v[9].buf;
+    st.mapP = v[10].buf; st.mapQ = v[11].buf; st.mapC = v[12].buf; st.mapB = v[13].buf;
+    st.users = v[14].buf; st.items = v[15].buf; st.w = v[16].buf; st.ctx = v[17].buf;
+    st.neg = v[18].buf;
+    st.neg_shift = v[19].len ? v[19].buf : NULL;
+    st.pos_shift = v[20].len ? v[20].buf : NULL;
+    st.B = v[14].len / (Py_ssize_t)sizeof(int64_t);
+    st.S = v[18].len / (Py_ssize_t)sizeof(int64_t);
+    st.L = L; st.d = d; st.kd_rest = kd_rest; st.lr = lr; st.l2 = l2; st.learn_pos = learn_pos;
+    st.soft.n = v[21].len / (Py_ssize_t)sizeof(int64_t);
+    st.soft.rows = v[21].buf; st.soft.items = v[22].buf; st.soft.logits = v[23].buf;
+    st.soft.temp = v[24].buf; st.soft.alpha = v[25].buf;
+    st.soft.m = st.soft.n ? v[22].len / (Py_ssize_t)sizeof(int64_t) / st.soft.n : 0;
+    st.trans.n = v[26].len / (Py_ssize_t)sizeof(int64_t);
+    st.trans.rows = v[26].buf; st.trans.items = v[27].buf; st.trans.logits = v[28].buf;
+    st.trans.temp = v[29].buf;
+    st.trans.alpha = v[30].buf;
+    st.trans.m = st.trans.n ? v[27].len / (Py_ssize_t)sizeof(int64_t) / st.trans.n : 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = use_avx2() ? kd_run_avx2(&st) : kd_run_base(&st);
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < NBUF; i++) PyBuffer_Release(&v[i]);
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"step", kd_step, METH_VARARGS, "One fused micro-batch step of the student (see _fused.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }

@@ -1,0 +1,43 @@
+/* Shared declarations of the student's C step: the batch description and the two builds of
+ * the step (AVX2/FMA and baseline x86-64 or other targets), chosen at run time by _kernel.c. */
+#ifndef KDSTREAM_KERNEL_H
+#define KDSTREAM_KERNEL_H
+#include <stdint.h>
+
+#define KD_INLINE static inline __attribute__((always_inline))
+#define KD_EPS 1e-8f
+
+typedef struct {
+    const int64_t *rows;   /* (R,) event index in the batch */
+    const int64_t *items;  /* (R, M) candidates */
+    const float *logits;   /* (R, M) teacher logits, -inf = padding */
+    const float *temp;     /* (R,) */
+    const float *alpha;    /* (R,) */
+    int64_t n, m;
+} Targets;
+
+typedef struct {
+    float *P, *Q, *C, *b, *gP, *gQ, *gC, *gb, *pos_w, *g_pos;
+    int32_t *mapP, *mapQ, *mapC, *mapB; /* row -> slot scratch, all -1 between calls */
+    const int64_t *users, *items;
+    const float *w;
+    const int32_t *ctx; /* (B, L), -1 = padding */
+    const int64_t *neg;
+    const float *neg_shift; /* (S,) added to negative logits (b - log q), may be NULL */
+    const float *pos_shift; /* (B,) subtracted from positive logits (log q), may be NULL */
+    Targets soft, trans;
+    int64_t B, S, L, d, kd_rest;
+    float lr, l2;
+    int learn_pos;
+} Step;
+
+typedef struct {
+    int32_t *map;
+    int64_t *rows;
+    float *g;
+    int64_t n, d;
+} Slots;
+
+int kd_run_base(const Step *st);
+int kd_run_avx2(const Step *st); /* only called where the CPU has AVX2 and FMA */
+#endif

@@ -1,0 +1,418 @@
+/* The student's C step, compiled twice (see _kernel_avx2.c and _kernel_base.c): included by a
+ * file that defines KD_ENTRY, the name of its entry point. Pure C, no Python API. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_kernel.h"
+
+KD_INLINE int64_t slot_of(Slots *s, int64_t row) {
+    int32_t k = s->map[row];
+    if (k < 0) {
+        k = (int32_t)s->n++;
+        s->map[row] = k;
+        s->rows[k] = row;
+    }
+    return k;
+}
+
+/* Rows of the default width (d = 32) as four 8-float vectors: GCC/Clang vector extensions give
+ * AVX code in the AVX2 build and SSE pairs in the baseline one, where plain loops over these
+ * short rows stayed scalar. Unaligned: rows start anywhere in the tables. */
+typedef float v8f __attribute__((vector_size(32), aligned(4)));
+
+KD_INLINE v8f ld(const float *p) { return *(const v8f *)p; }
+KD_INLINE void st8(float *p, v8f x) { *(v8f *)p = x; }
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef int32_t v8iu __attribute__((vector_size(32), aligned(4)));
+KD_INLINE v8iu ldi(const int32_t *p) { return *(const v8iu *)p; }
+KD_INLINE float hmax(v8f x) {
+    float m = x[0];
+    for (int k = 1; k < 8; k++) m = x[k] > m ? x[k] : m;
+    return m;
+}
+KD_INLINE float hsum(v8f x) {
+    return ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7]));
+}
+
+KD_INLINE float dot(const float *a, const float *b, int64_t d) {
+    if (d == 32)
+        return hsum(ld(a) * ld(b) + ld(a + 8) * ld(b + 8) + ld(a + 16) * ld(b + 16) +
+                    ld(a + 24) * ld(b + 24));
+    float acc = 0.0f;
+    for (int64_t k = 0; k < d; k++) acc += a[k] * b[k];
+    return acc;
+}
+
+KD_INLINE void axpy(float *y, float a, const float *x, int64_t d) {
+    if (d == 32) {
+        for (int k = 0; k < 32; k += 8) st8(y + k, ld(y + k) + a * ld(x + k));
+        return;
+    }
+    for (int64_t k = 0; k < d; k++) y[k] += a * x[k];
+}
+
+
+/* kd_exp on eight lanes: the same polynomial, round-to-nearest by truncating x*log2(e) +- 0.5
+ * (the reduced argument stays within [-0.35, 0.35], where the polynomial holds). */
+/* Lanes of a where mask is set, of b elsewhere (C has no ?: on vectors). */
+KD_INLINE v8f sel(v8i mask, v8f a, v8f b) { return (v8f)((mask & (v8i)a) | (~mask & (v8i)b)); }
+
+KD_INLINE v8f kd_exp8(v8f x) {
+    const v8f zero = {0};
+    const v8f lo = zero - 87.3365478515625f;
+    const v8f hi = zero + 88.3762626647949f; /* where expf overflows */
+    v8f xc = sel(x < lo, lo, x);
+    xc = sel(xc > hi, hi, xc);
+    const v8f t = xc * 1.44269504088896341f;
+    const v8i n = __builtin_convertvector(t + sel(t < 0.0f, zero - 0.5f, zero + 0.5f), v8i);
+    const v8f fx = __builtin_convertvector(n, v8f);
+    const v8f r = xc - fx * 0.693359375f + fx * 2.12194440e-4f;
+    v8f y = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    return sel(x < lo, zero, y * (v8f)((n + 127) << 23));
+}
+
+/* exp of one float: lane 0 of the vector version, so every exp of the step is the same
+ * function (no libm call, no register spills around one). */
+KD_INLINE float kd_exp(float x) {
+    const v8f v = {x, x, x, x, x, x, x, x};
+    return kd_exp8(v)[0];
+}
+
+/* z[j] = exp(z[j] - shift) for n floats; returns their sum. */
+KD_INLINE float exp_shifted(float *z, int64_t n, float shift) {
+    v8f sum = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const v8f e = kd_exp8(ld(z + j) - shift);
+        st8(z + j, e);
+        sum += e;
+    }
+    float total = hsum(sum);
+    for (; j < n; j++) {
+        z[j] = kd_exp(z[j] - shift);
+        total += z[j];
+    }
+    return total;
+}
+
+/* out[j] = rows[j] . q for n rows. */
+KD_INLINE void dots(float *restrict out, const float *const *rows, int64_t n, const float *q,
+                    int64_t d) {
+    if (d == 32) {
+        const v8f q0 = ld(q), q1 = ld(q + 8), q2 = ld(q + 16), q3 = ld(q + 24);
+        for (int64_t j = 0; j < n; j++) {
+            const float *r = rows[j];
+            out[j] = hsum(ld(r) * q0 + ld(r + 8) * q1 + ld(r + 16) * q2 + ld(r + 24) * q3);
+        }
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) out[j] = dot(rows[j], q, d);
+}
+
+/* acc += sum_j g[j] * rows[j]; for d = 32 the sums stay in registers (two sets, so consecutive
+ * FMAs do not wait on each other) and meet ``acc`` once. */
+KD_INLINE void add_rows(float *restrict acc, const float *restrict g, const float *const *rows,
+                        int64_t n, int64_t d) {
+    if (d != 32) {
+        for (int64_t j = 0; j < n; j++) axpy(acc, g[j], rows[j], d);
+        return;
+    }
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+    int64_t j = 0;
+    for (; j + 2 <= n; j += 2) {
+        const float g0 = g[j], g1 = g[j + 1];
+        const float *r0 = rows[j], *r1 = rows[j + 1];
+        a0 += g0 * ld(r0); a1 += g0 * ld(r0 + 8); a2 += g0 * ld(r0 + 16); a3 += g0 * ld(r0 + 24);
+        b0 += g1 * ld(r1); b1 += g1 * ld(r1 + 8); b2 += g1 * ld(r1 + 16); b3 += g1 * ld(r1 + 24);
+    }
+    if (j < n) {
+        const float *r = rows[j];
+        a0 += g[j] * ld(r); a1 += g[j] * ld(r + 8); a2 += g[j] * ld(r + 16);
+        a3 += g[j] * ld(r + 24);
+    }
+    st8(acc, ld(acc) + a0 + b0);
+    st8(acc + 8, ld(acc + 8) + a1 + b1);
+    st8(acc + 16, ld(acc + 16) + a2 + b2);
+    st8(acc + 24, ld(acc + 24) + a3 + b3);
+}
+
+/* Distillation of one target row into the event's query gradient ``dh`` (see _distil):
+ * T^2 KL(teacher_T || student_T) over the M candidates plus the first ``n_rest`` negatives,
+ * times the row's alpha. ``z``, ``pt``, ``g`` hold M + n_rest floats, ``rows`` as many pointers. */
+KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *q, float *dh,
+                      Slots *bias, double *gbias, float *z, float *pt, float *g,
+                      const float **rows, const float *const *qneg, int64_t n_rest, int64_t d) {
+    const int64_t m = t->m, n = m + n_rest;
+    const int64_t *cand = t->items + r * m;
+    const float *tl = t->logits + r * m;
+    const float temp = t->temp[r], scale = temp * t->alpha[r];
+    for (int64_t j = 0; j < m; j++) rows[j] = st->Q + cand[j] * d;
+    for (int64_t j = 0; j < n_rest; j++) rows[m + j] = qneg[j];
+    dots(z, rows, n, q, d);
+    float zmax = -INFINITY, tmax = -INFINITY;
+    for (int64_t j = 0; j < m; j++) {
+        if (isfinite(tl[j])) {  /* padding on the teacher's side is left out on both */
+            z[j] = (z[j] + st->b[cand[j]]) / temp;
+            if (z[j] > zmax) zmax = z[j];
+            if (tl[j] / temp > tmax) tmax = tl[j] / temp;
+        } else {
+            z[j] = -INFINITY;
+        }
+    }
+    for (int64_t j = 0; j < n_rest; j++) {
+        const int64_t item = st->neg[j];
+        int hit = 0;
+        for (int64_t c = 0; c < m; c++) hit |= cand[c] == item;
+        if (hit) {
+            z[m + j] = -INFINITY;  /* a negative that is a candidate takes part once */
+        } else {
+            z[m + j] = (z[m + j] + st->b[item]) / temp;
+            if (z[m + j] > zmax) zmax = z[m + j];
+        }
+    }
+    const float zs = exp_shifted(z, n, zmax);
+    for (int64_t j = 0; j < m; j++) pt[j] = tl[j] / temp;
+    const float ts = exp_shifted(pt, m, tmax);
+    for (int64_t j = 0; j < n; j++) g[j] = scale * (z[j] / zs - (j < m ? pt[j] / ts : 0.0f));
+    add_rows(dh, g, rows, n, d);
+    for (int64_t j = 0; j < m; j++) gbias[slot_of(bias, cand[j])] += g[j];
+    for (int64_t j = 0; j < n_rest; j++) gbias[slot_of(bias, st->neg[j])] += g[m + j];
+}
+
+KD_INLINE void adagrad(float *table, float *acc, const Slots *s, float lr, float l2) {
+    const int64_t d = s->d;
+    for (int64_t k = 0; k < s->n; k++) {
+        float *row = table + s->rows[k] * d;
+        float *g = s->g + k * d;
+        float sq = 0.0f;
+        for (int64_t j = 0; j < d; j++) {
+            g[j] += l2 * row[j];
+            sq += g[j] * g[j];
+        }
+        float *a = acc + s->rows[k];
+        *a += sq / (float)d;
+        const float step = lr / sqrtf(*a + KD_EPS);
+        for (int64_t j = 0; j < d; j++) row[j] -= step * g[j];
+    }
+}
+
+/* One arena for a call's scratch: a single malloc, carved in order, freed once. */
+typedef struct {
+    char *base;
+    size_t used, size;
+} Arena;
+
+static void *take(Arena *a, size_t bytes) {
+    bytes = (bytes + 63) & ~(size_t)63;  /* 64-byte aligned pieces */
+    void *p = a->base + a->used;
+    a->used += bytes;
+    return p;
+}
+
+KD_INLINE int step_body(const Step *st, const int64_t d) {
+    const int64_t B = st->B, S = st->S, L = st->L;
+    const int64_t n_rest = st->kd_rest < S ? st->kd_rest : S;
+    const int64_t max_m = st->soft.m > st->trans.m ? st->soft.m : st->trans.m;
+    const int64_t n_kd = max_m + n_rest + 1;
+    const int64_t n_bias = B + S + st->soft.n * st->soft.m + st->trans.n * st->trans.m + 2 * S;
+    const size_t f = sizeof(float), i8 = sizeof(int64_t);
+    size_t size = f * (size_t)(B * d * 2 + B + 3 * (S + 1) + 3 * n_kd + L + 1 + S * d)
+                  + sizeof(double) * (size_t)(S + 1 + n_bias)
+                  + sizeof(float *) * (size_t)(S + 1 + n_kd)
+                  + i8 * (size_t)(B + (B + S) + (B * L + 1) + n_bias + S + 1)
+                  + f * (size_t)(d * (B + (B + S) + (B * L + 1))) + 64 * 32;
+    Arena ar = {malloc(size), 0, size};
+    if (ar.base == NULL) return -1;
+    memset(ar.base, 0, size);  /* every accumulator starts at 0 */
+    float *h = take(&ar, f * B * d), *dh = take(&ar, f * B * d), *hard = take(&ar, f * B);
+    float *z = take(&ar, f * (S + 1)), *kz = take(&ar, f * n_kd), *kpt = take(&ar, f * n_kd);
+    float *kg = take(&ar, f * n_kd), *dpos = take(&ar, f * (L + 1));
+    float *qnegT = take(&ar, f * S * d); /* (d, S): the negatives' vectors, transposed */
+    float *zbase = take(&ar, f * (S + 1)); /* b - log q of each negative */
+    int32_t *neg32 = take(&ar, sizeof(int32_t) * (S + 1));
+    double *gneg_b = take(&ar, sizeof(double) * (S + 1));
+    double *gbias = take(&ar, sizeof(double) * n_bias);
+    const float **qneg = take(&ar, sizeof(float *) * (S + 1));
+    const float **krows = take(&ar, sizeof(float *) * n_kd);
+    int64_t *neg_slot = take(&ar, i8 * (S + 1));
+    Slots sp = {st->mapP, take(&ar, i8 * B), take(&ar, f * B * d), 0, d};
+    Slots sq = {st->mapQ, take(&ar, i8 * (B + S)), take(&ar, f * (B + S) * d), 0, d};
+    Slots sc = {st->mapC, take(&ar, i8 * (B * L + 1)), take(&ar, f * (B * L + 1) * d), 0, d};
+    Slots sb = {st->mapB, take(&ar, i8 * n_bias), NULL, 0, 1};
+
+    /* forward: query vectors h = p_u + sum_l w_l c_l, hard-loss weights */
+    int any_positive = 0;
+    for (int64_t e = 0; e < B; e++) {
+        float *he = h + e * d;
+        memcpy(he, st->P + st->users[e] * d, f * d);
+        for (int64_t l = 0; l < L; l++) {
+            const int32_t c = st->ctx[e * L + l];
+            if (c >= 0) axpy(he, st->pos_w[l], st->C + (int64_t)c * d, d);
+        }
+        hard[e] = fabsf(st->w[e]);
+        any_positive |= st->w[e] > 0;
+    }
+    for (int64_t r = 0; r < st->soft.n; r++) { /* (1 - a) * hard + a * soft */
+        const int64_t e = st->soft.rows[r];
+        hard[e] = fabsf(st->w[e]) * (1.0f - st->soft.alpha[r]);
+    }
+    for (int64_t j = 0; j < S; j++) {
+        qneg[j] = st->Q + st->neg[j] * d;
+        for (int64_t k = 0; k < d; k++) qnegT[k * S + j] = qneg[j][k];
+        zbase[j] = st->b[st->neg[j]] + (st->neg_shift ? st->neg_shift[j] : 0.0f);
+        neg32[j] = (int32_t)st->neg[j];
+    }
+    const int sampled = any_positive && S > 0;
+    if (sampled)
+        for (int64_t j = 0; j < S; j++) neg_slot[j] = slot_of(&sq, st->neg[j]);
+    float *gq_neg = sq.g; /* the negatives hold the first S slots of Q's gradient */
+
+    /* hard loss: sampled softmax for positive events, logistic push-down for negative ones */
+    for (int64_t e = 0; e < B; e++) {
+        const float *he = h + e * d;
+        float *dhe = dh + e * d;
+        const int64_t item = st->items[e];
+        const float *qi = st->Q + item * d;
+        const float zpos = dot(he, qi, d) + st->b[item];
+        float dz = 0.0f;
+        if (st->w[e] > 0 && sampled) {
+            const float zp = zpos - (st->pos_shift ? st->pos_shift[e] : 0.0f);
+            float zmax;
+            if (d == 32 && S % 32 == 0) {
+                /* z = zbase + h_e . Q_neg^T, 32 negatives at a time in four registers */
+                for (int64_t j0 = 0; j0 < S; j0 += 32) {
+                    v8f c0 = ld(zbase + j0), c1 = ld(zbase + j0 + 8), c2 = ld(zbase + j0 + 16),
+                        c3 = ld(zbase + j0 + 24);
+                    for (int k = 0; k < 32; k++) {
+                        const float hk = he[k];
+                        const float *row = qnegT + k * S + j0;
+                        c0 += hk * ld(row);
+                        c1 += hk * ld(row + 8);
+                        c2 += hk * ld(row + 16);
+                        c3 += hk * ld(row + 24);
+                    }
+                    st8(z + j0, c0); st8(z + j0 + 8, c1); st8(z + j0 + 16, c2);
+                    st8(z + j0 + 24, c3);
+                }
+                const v8i it8 = (v8i){0} + (int32_t)item;
+                const v8f ninf = (v8f){0} - INFINITY;
+                v8f m8 = (v8f){0} + zp;
+                for (int64_t j0 = 0; j0 < S; j0 += 8) {
+                    const v8f zz = sel(ldi(neg32 + j0) == it8, ninf, ld(z + j0));
+                    st8(z + j0, zz);
+                    m8 = sel(zz > m8, zz, m8);
+                }
+                zmax = hmax(m8);
+            } else {
+                for (int64_t j = 0; j < S; j++) z[j] = zbase[j];
+                for (int64_t k = 0; k < d; k++) {
+                    const float hk = he[k];
+                    const float *row = qnegT + k * S;
+                    for (int64_t j = 0; j < S; j++) z[j] += hk * row[j];
+                }
+                zmax = zp;
+                for (int64_t j = 0; j < S; j++) {
+                    if (st->neg[j] == item) z[j] = -INFINITY; /* the event's own item */
+                    zmax = z[j] > zmax ? z[j] : zmax;
+                }
+            }
+            const float ep = kd_exp(zp - zmax);
+            const float denom = ep + exp_shifted(z, S, zmax);
+            dz = (ep / denom - 1.0f) * hard[e];
+            const float sc_ = hard[e] / denom;
+            for (int64_t j = 0; j < S; j++) z[j] *= sc_;
+            add_rows(dhe, z, qneg, S, d);
+            if (d == 32) {
+                const v8f h0 = ld(he), h1 = ld(he + 8), h2 = ld(he + 16), h3 = ld(he + 24);
+                for (int64_t j = 0; j < S; j++) {
+                    const float g = z[j];
+                    float *gr = gq_neg + neg_slot[j] * 32;
+                    st8(gr, ld(gr) + g * h0);
+                    st8(gr + 8, ld(gr + 8) + g * h1);
+                    st8(gr + 16, ld(gr + 16) + g * h2);
+                    st8(gr + 24, ld(gr + 24) + g * h3);
+                    gneg_b[j] += g;
+                }
+            } else {
+                for (int64_t j = 0; j < S; j++) {
+                    axpy(gq_neg + neg_slot[j] * d, z[j], he, d);
+                    gneg_b[j] += z[j];
+                }
+            }
+        } else if (st->w[e] <= 0) {
+            dz = hard[e] / (1.0f + kd_exp(-zpos));
+        }
+        axpy(dhe, dz, qi, d);
+        axpy(sq.g + slot_of(&sq, item) * d, dz, he, d);
+        gbias[slot_of(&sb, item)] += dz;
+    }
+    for (int64_t j = 0; j < S; j++)
+        if (gneg_b[j] != 0.0) gbias[slot_of(&sb, st->neg[j])] += gneg_b[j];
+
+    /* distillation: per-user labels, then item-keyed transition labels */
+    for (int pass = 0; pass < 2; pass++) {
+        const Targets *t = pass == 0 ? &st->soft : &st->trans;
+        for (int64_t r = 0; r < t->n; r++) {
+            const int64_t e = t->rows[r];
+            distil(st, t, r, h + e * d, dh + e * d, &sb, gbias, kz, kpt, kg, krows, qneg, n_rest, d);
+        }
+    }
+
+    /* back to the user and context vectors, and the position weights */
+    for (int64_t e = 0; e < B; e++) {
+        const float *dhe = dh + e * d;
+        axpy(sp.g + slot_of(&sp, st->users[e]) * d, 1.0f, dhe, d);
+        for (int64_t l = 0; l < L; l++) {
+            const int32_t c = st->ctx[e * L + l];
+            if (c < 0) continue;
+            axpy(sc.g + slot_of(&sc, c) * d, st->pos_w[l], dhe, d);
+            dpos[l] += dot(st->C + (int64_t)c * d, dhe, d);
+        }
+    }
+    adagrad(st->P, st->gP, &sp, st->lr, st->l2);
+    adagrad(st->Q, st->gQ, &sq, st->lr, st->l2);
+    adagrad(st->C, st->gC, &sc, st->lr, st->l2);
+    for (int64_t k = 0; k < sb.n; k++) {
+        const float g = (float)gbias[k];
+        if (g == 0.0f) continue;
+        const int64_t row = sb.rows[k];
+        st->gb[row] += g * g;
+        st->b[row] -= st->lr * g / sqrtf(st->gb[row] + KD_EPS);
+    }
+    if (st->learn_pos) {
+        for (int64_t l = 0; l < L; l++) {
+            st->g_pos[l] += dpos[l] * dpos[l];
+            st->pos_w[l] -= st->lr * dpos[l] / sqrtf(st->g_pos[l] + KD_EPS);
+        }
+    }
+    /* the row -> slot maps go back to all -1 */
+    for (int64_t k = 0; k < sp.n; k++) st->mapP[sp.rows[k]] = -1;
+    for (int64_t k = 0; k < sq.n; k++) st->mapQ[sq.rows[k]] = -1;
+    for (int64_t k = 0; k < sc.n; k++) st->mapC[sc.rows[k]] = -1;
+    for (int64_t k = 0; k < sb.n; k++) st->mapB[sb.rows[k]] = -1;
+    free(ar.base);
+    return 0;
+}
+
+/* d = 32 (the default) gets its own copy with constant trip counts: unrolled, in registers. */
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+int KD_ENTRY(const Step *st) {
+#if defined(__x86_64__)
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040); /* flush denormals to zero (FTZ | DAZ) while the step runs */
+#endif
+    const int rc = st->d == 32 ? step_body(st, 32) : step_body(st, st->d);
+#if defined(__x86_64__)
+    _mm_setcsr(csr);
+#endif
+    return rc;
+}

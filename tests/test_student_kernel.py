@@ -1,0 +1,119 @@
+"""The compiled student step against the numpy step it replaces: same update, same fallbacks."""
+
+from __future__ import annotations
+
+import shutil
+import sysconfig
+
+import numpy as np
+import pytest
+
+from kdstream.student import SoftTargets, Student, StudentConfig
+from kdstream.student._fused import kernel_available
+
+
+def _has_compiler() -> bool:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc) is not None
+
+
+def test_the_kernel_is_built_where_a_compiler_is() -> None:
+    """The extension is optional at install; on a machine with a C compiler a missing kernel
+    means a build that failed silently (the numpy step would hide it)."""
+    if not _has_compiler():
+        pytest.skip("no C compiler here: the numpy step runs instead of the kernel")
+    from kdstream.student import _fused
+
+    assert _fused._kernel is not None, "student/_kernel.c did not build: run `pip install -e .` -v"
+
+
+needs_kernel = pytest.mark.skipif(not kernel_available(), reason="the C step is not built here")
+
+
+def _targets(rng, rows: np.ndarray, m: int, n_items: int, pad: bool) -> SoftTargets:
+    logits = rng.standard_normal((len(rows), m)).astype(np.float32)
+    if pad:
+        logits[:, -2:] = -np.inf  # padding marks on the teacher's side
+    return SoftTargets(
+        rows=rows,
+        items=rng.integers(0, n_items, (len(rows), m)),
+        logits=logits,
+        temperature=rng.uniform(1.0, 3.0, len(rows)).astype(np.float32),
+        alpha=rng.uniform(0.1, 0.9, len(rows)).astype(np.float32),
+    )
+
+
+def _train(monkeypatch, kernel: bool, cfg: StudentConfig, *, kd: bool, logq: bool, n_neg: int):
+    monkeypatch.setenv("KDSTREAM_STUDENT_KERNEL", "1" if kernel else "0")
+    rng = np.random.default_rng(7)
+    st = Student(cfg)
+    n_users, n_items, batch = 60, 90, 48
+    for _ in range(12):
+        # few users and items: repeated ids inside every batch, as in real bursts
+        users = rng.integers(0, n_users, batch)
+        items = rng.integers(0, n_items, batch)
+        w = np.where(rng.random(batch) < 0.15, -1.0, rng.uniform(0.5, 2.0, batch))
+        negs = rng.integers(0, n_items, n_neg)
+        soft = trans = None
+        if kd:
+            soft = _targets(rng, np.arange(0, batch, 3), 7, n_items, pad=False)
+            trans = _targets(rng, np.arange(1, batch, 2), 5, n_items, pad=True)
+        nlq = rng.standard_normal(n_neg) * 0.3 if logq else None
+        plq = rng.standard_normal(batch) * 0.3 if logq else None
+        st.learn_many(users, items, w.astype(np.float32), negs, nlq, plq, soft=soft,
+                      transition=trans)  # fmt: skip
+    return st
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("dim", "context_len", "n_neg", "kd", "logq", "learn_pos"),
+    [
+        (32, 8, 64, True, True, True),  # the default shape: the kernel's fast paths
+        (32, 8, 40, True, False, True),  # negatives not a multiple of 32: the general loops
+        (5, 3, 17, True, True, False),  # another width
+        (32, 0, 64, False, True, True),  # plain MF (no context)
+        (16, 2, 0, True, True, True),  # no sampled negatives at all
+    ],
+)
+def test_kernel_matches_the_numpy_step(
+    monkeypatch, dim, context_len, n_neg, kd, logq, learn_pos
+) -> None:
+    cfg = StudentConfig(
+        dim=dim,
+        context_len=context_len,
+        n_negatives=max(n_neg, 1),
+        learn_context_weights=learn_pos,
+        l2=1e-4,
+        seed=3,
+    )
+    fused = _train(monkeypatch, True, cfg, kd=kd, logq=logq, n_neg=n_neg)
+    ref = _train(monkeypatch, False, cfg, kd=kd, logq=logq, n_neg=n_neg)
+    for name in ("P", "Q", "C", "b", "pos_w", "gP", "gQ", "gC", "gb", "g_pos", "hist"):
+        a, b = getattr(fused, name), getattr(ref, name)
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6, err_msg=name)
+    assert ref.gP.max() > 0 and ref.gQ.max() > 0  # the steps compared did move the tables
+
+
+@needs_kernel
+def test_kernel_leaves_what_it_cannot_take_to_numpy(monkeypatch) -> None:
+    """Item-vector distillation and indices outside the tables take the numpy path, which
+    raises for a bad index as it always did (the kernel trusts its indices)."""
+    monkeypatch.setenv("KDSTREAM_STUDENT_KERNEL", "1")
+    st = Student(StudentConfig(dim=8, context_len=2, n_negatives=4, kd_item_vectors=True))
+    st.grow(4, 10)
+    ctx = st.event_contexts(np.array([0]), np.array([1]))
+    args = (st, np.array([0]), np.array([1]), np.ones(1, np.float32), np.array([2, 3]))
+    assert not st._fused.run(*args, None, None, None, None, ctx)
+    st = Student(StudentConfig(dim=8, context_len=2, n_negatives=4))
+    st.grow(4, 10)
+    bad = SoftTargets(
+        rows=np.array([0]),
+        items=np.array([[10_000]]),
+        logits=np.zeros((1, 1), np.float32),
+        temperature=np.ones(1, np.float32),
+        alpha=np.ones(1, np.float32),
+    )
+    with pytest.raises(IndexError):
+        st.learn_many(np.array([0]), np.array([1]), np.ones(1), np.array([2, 3]), soft=bad)
+    assert np.isfinite(st.P).all()
