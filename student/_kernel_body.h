@@ -143,6 +143,22 @@ KD_INLINE void add_rows(float *restrict acc, const float *restrict g, const floa
     st8(acc + 24, ld(acc + 24) + a3 + b3);
 }
 
+/* add_rows for two events sharing the rows (d = 32): each row is loaded once for both. */
+KD_INLINE void add_rows2(float *restrict acc_a, float *restrict acc_b, const float *restrict ga,
+                         const float *restrict gb, const float *const *rows, int64_t n) {
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+    for (int64_t j = 0; j < n; j++) {
+        const float *r = rows[j];
+        const v8f r0 = ld(r), r1 = ld(r + 8), r2 = ld(r + 16), r3 = ld(r + 24);
+        a0 += ga[j] * r0; a1 += ga[j] * r1; a2 += ga[j] * r2; a3 += ga[j] * r3;
+        b0 += gb[j] * r0; b1 += gb[j] * r1; b2 += gb[j] * r2; b3 += gb[j] * r3;
+    }
+    st8(acc_a, ld(acc_a) + a0); st8(acc_a + 8, ld(acc_a + 8) + a1);
+    st8(acc_a + 16, ld(acc_a + 16) + a2); st8(acc_a + 24, ld(acc_a + 24) + a3);
+    st8(acc_b, ld(acc_b) + b0); st8(acc_b + 8, ld(acc_b + 8) + b1);
+    st8(acc_b + 16, ld(acc_b + 16) + b2); st8(acc_b + 24, ld(acc_b + 24) + b3);
+}
+
 /* Distillation of one target row into the event's query gradient ``dh`` (see _distil):
  * T^2 KL(teacher_T || student_T) over the M candidates plus the first ``n_rest`` negatives,
  * times the row's alpha. ``z``, ``pt``, ``g`` hold M + n_rest floats, ``rows`` as many pointers. */
@@ -216,6 +232,8 @@ static void *take(Arena *a, size_t bytes) {
     return p;
 }
 
+#define TILE 16 /* positive events per tile of the sampled softmax */
+
 KD_INLINE int step_body(const Step *st, const int64_t d) {
     const int64_t B = st->B, S = st->S, L = st->L;
     const int64_t n_rest = st->kd_rest < S ? st->kd_rest : S;
@@ -223,19 +241,22 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     const int64_t n_kd = max_m + n_rest + 1;
     const int64_t n_bias = B + S + st->soft.n * st->soft.m + st->trans.n * st->trans.m + 2 * S;
     const size_t f = sizeof(float), i8 = sizeof(int64_t);
-    size_t size = f * (size_t)(B * d * 2 + B + 3 * (S + 1) + 3 * n_kd + L + 1 + S * d)
+    size_t size = f * (size_t)(B * d * 2 + 3 * B + 3 * (S + 1) + TILE * (S + 1) + 3 * n_kd + L + 1 + S * d)
                   + sizeof(double) * (size_t)(S + 1 + n_bias)
                   + sizeof(float *) * (size_t)(S + 1 + n_kd)
-                  + i8 * (size_t)(B + (B + S) + (B * L + 1) + n_bias + S + 1)
+                  + i8 * (size_t)(2 * B + (B + S) + (B * L + 1) + n_bias + S + 1)
                   + f * (size_t)(d * (B + (B + S) + (B * L + 1))) + 64 * 32;
     Arena ar = {malloc(size), 0, size};
     if (ar.base == NULL) return -1;
     memset(ar.base, 0, size);  /* every accumulator starts at 0 */
     float *h = take(&ar, f * B * d), *dh = take(&ar, f * B * d), *hard = take(&ar, f * B);
-    float *z = take(&ar, f * (S + 1)), *kz = take(&ar, f * n_kd), *kpt = take(&ar, f * n_kd);
+    float *kz = take(&ar, f * n_kd), *kpt = take(&ar, f * n_kd);
     float *kg = take(&ar, f * n_kd), *dpos = take(&ar, f * (L + 1));
     float *qnegT = take(&ar, f * S * d); /* (d, S): the negatives' vectors, transposed */
     float *zbase = take(&ar, f * (S + 1)); /* b - log q of each negative */
+    float *zt = take(&ar, f * TILE * (S + 1)); /* a tile's logits, then its gradients */
+    float *dzp = take(&ar, f * B), *zp_all = take(&ar, f * B);
+    int64_t *pos_ev = take(&ar, i8 * B);
     int32_t *neg32 = take(&ar, sizeof(int32_t) * (S + 1));
     double *gneg_b = take(&ar, sizeof(double) * (S + 1));
     double *gbias = take(&ar, sizeof(double) * n_bias);
@@ -274,84 +295,122 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         for (int64_t j = 0; j < S; j++) neg_slot[j] = slot_of(&sq, st->neg[j]);
     float *gq_neg = sq.g; /* the negatives hold the first S slots of Q's gradient */
 
-    /* hard loss: sampled softmax for positive events, logistic push-down for negative ones */
+    /* hard loss, pass 1: each event's own item; negative events take the logistic push-down,
+     * positive ones are listed for the sampled softmax */
+    int64_t n_pos = 0;
     for (int64_t e = 0; e < B; e++) {
-        const float *he = h + e * d;
-        float *dhe = dh + e * d;
         const int64_t item = st->items[e];
-        const float *qi = st->Q + item * d;
-        const float zpos = dot(he, qi, d) + st->b[item];
-        float dz = 0.0f;
+        const float zpos = dot(h + e * d, st->Q + item * d, d) + st->b[item];
+        dzp[e] = 0.0f;
         if (st->w[e] > 0 && sampled) {
-            const float zp = zpos - (st->pos_shift ? st->pos_shift[e] : 0.0f);
-            float zmax;
-            if (d == 32 && S % 32 == 0) {
-                /* z = zbase + h_e . Q_neg^T, 32 negatives at a time in four registers */
-                for (int64_t j0 = 0; j0 < S; j0 += 32) {
-                    v8f c0 = ld(zbase + j0), c1 = ld(zbase + j0 + 8), c2 = ld(zbase + j0 + 16),
-                        c3 = ld(zbase + j0 + 24);
+            zp_all[e] = zpos - (st->pos_shift ? st->pos_shift[e] : 0.0f);
+            pos_ev[n_pos++] = e;
+        } else if (st->w[e] <= 0) {
+            dzp[e] = hard[e] / (1.0f + kd_exp(-zpos));
+        }
+    }
+    /* pass 2: sampled softmax over the shared negatives, TILE events at a time, so each
+     * negative's vector and gradient row is read once per tile rather than once per event */
+    const int fast = d == 32 && S % 16 == 0;
+    for (int64_t t0 = 0; t0 < n_pos; t0 += TILE) {
+        const int64_t te = n_pos - t0 < TILE ? n_pos - t0 : TILE;
+        const int64_t *ev = pos_ev + t0;
+        if (fast) {
+            /* zt[i] = zbase + h_i . Q_neg^T: four events x 16 negatives in eight registers */
+            for (int64_t i0 = 0; i0 < te; i0 += 4) {
+                const int64_t ni = te - i0 < 4 ? te - i0 : 4;
+                const float *hr[4];
+                for (int64_t i = 0; i < 4; i++) hr[i] = h + ev[i0 + (i < ni ? i : 0)] * 32;
+                for (int64_t j0 = 0; j0 < S; j0 += 16) {
+                    const v8f base0 = ld(zbase + j0), base1 = ld(zbase + j0 + 8);
+                    v8f a00 = base0, a01 = base1, a10 = base0, a11 = base1;
+                    v8f a20 = base0, a21 = base1, a30 = base0, a31 = base1;
                     for (int k = 0; k < 32; k++) {
-                        const float hk = he[k];
-                        const float *row = qnegT + k * S + j0;
-                        c0 += hk * ld(row);
-                        c1 += hk * ld(row + 8);
-                        c2 += hk * ld(row + 16);
-                        c3 += hk * ld(row + 24);
+                        const v8f r0 = ld(qnegT + k * S + j0), r1 = ld(qnegT + k * S + j0 + 8);
+                        a00 += hr[0][k] * r0; a01 += hr[0][k] * r1;
+                        a10 += hr[1][k] * r0; a11 += hr[1][k] * r1;
+                        a20 += hr[2][k] * r0; a21 += hr[2][k] * r1;
+                        a30 += hr[3][k] * r0; a31 += hr[3][k] * r1;
                     }
-                    st8(z + j0, c0); st8(z + j0 + 8, c1); st8(z + j0 + 16, c2);
-                    st8(z + j0 + 24, c3);
+                    float *z0 = zt + (i0)*S + j0;
+                    st8(z0, a00); st8(z0 + 8, a01);
+                    if (ni > 1) { st8(z0 + S, a10); st8(z0 + S + 8, a11); }
+                    if (ni > 2) { st8(z0 + 2 * S, a20); st8(z0 + 2 * S + 8, a21); }
+                    if (ni > 3) { st8(z0 + 3 * S, a30); st8(z0 + 3 * S + 8, a31); }
                 }
+            }
+        } else {
+            for (int64_t i = 0; i < te; i++) {
+                float *z = zt + i * S;
+                const float *he = h + ev[i] * d;
+                for (int64_t j = 0; j < S; j++) z[j] = zbase[j];
+                for (int64_t k = 0; k < d; k++)
+                    for (int64_t j = 0; j < S; j++) z[j] += he[k] * qnegT[k * S + j];
+            }
+        }
+        /* softmax of each row against its positive: the event's own item is not a negative */
+        for (int64_t i = 0; i < te; i++) {
+            const int64_t e = ev[i];
+            const int64_t item = st->items[e];
+            float *z = zt + i * S;
+            const float zp = zp_all[e];
+            float zmax = zp;
+            int64_t j = 0;
+            if (S >= 8) {
                 const v8i it8 = (v8i){0} + (int32_t)item;
                 const v8f ninf = (v8f){0} - INFINITY;
                 v8f m8 = (v8f){0} + zp;
-                for (int64_t j0 = 0; j0 < S; j0 += 8) {
-                    const v8f zz = sel(ldi(neg32 + j0) == it8, ninf, ld(z + j0));
-                    st8(z + j0, zz);
+                for (; j + 8 <= S; j += 8) {
+                    const v8f zz = sel(ldi(neg32 + j) == it8, ninf, ld(z + j));
+                    st8(z + j, zz);
                     m8 = sel(zz > m8, zz, m8);
                 }
                 zmax = hmax(m8);
-            } else {
-                for (int64_t j = 0; j < S; j++) z[j] = zbase[j];
-                for (int64_t k = 0; k < d; k++) {
-                    const float hk = he[k];
-                    const float *row = qnegT + k * S;
-                    for (int64_t j = 0; j < S; j++) z[j] += hk * row[j];
-                }
-                zmax = zp;
-                for (int64_t j = 0; j < S; j++) {
-                    if (st->neg[j] == item) z[j] = -INFINITY; /* the event's own item */
-                    zmax = z[j] > zmax ? z[j] : zmax;
-                }
+            }
+            for (; j < S; j++) {
+                if (st->neg[j] == item) z[j] = -INFINITY;
+                zmax = z[j] > zmax ? z[j] : zmax;
             }
             const float ep = kd_exp(zp - zmax);
             const float denom = ep + exp_shifted(z, S, zmax);
-            dz = (ep / denom - 1.0f) * hard[e];
-            const float sc_ = hard[e] / denom;
-            for (int64_t j = 0; j < S; j++) z[j] *= sc_;
-            add_rows(dhe, z, qneg, S, d);
+            dzp[e] = (ep / denom - 1.0f) * hard[e];
+            const float scale = hard[e] / denom;
+            for (j = 0; j < S; j++) z[j] *= scale;
+        }
+        /* dh of each event: Q_neg^T times its row, two events per pass over the rows */
+        int64_t i = 0;
+        for (; d == 32 && i + 2 <= te; i += 2)
+            add_rows2(dh + ev[i] * 32, dh + ev[i + 1] * 32, zt + i * S, zt + (i + 1) * S, qneg, S);
+        for (; i < te; i++) add_rows(dh + ev[i] * d, zt + i * S, qneg, S, d);
+        /* each negative's row gradient: sum over the tile's events, one read-modify-write */
+        for (int64_t j = 0; j < S; j++) {
+            float *gr = gq_neg + neg_slot[j] * d;
+            double gsum = 0.0;
             if (d == 32) {
-                const v8f h0 = ld(he), h1 = ld(he + 8), h2 = ld(he + 16), h3 = ld(he + 24);
-                for (int64_t j = 0; j < S; j++) {
-                    const float g = z[j];
-                    float *gr = gq_neg + neg_slot[j] * 32;
-                    st8(gr, ld(gr) + g * h0);
-                    st8(gr + 8, ld(gr + 8) + g * h1);
-                    st8(gr + 16, ld(gr + 16) + g * h2);
-                    st8(gr + 24, ld(gr + 24) + g * h3);
-                    gneg_b[j] += g;
+                v8f c0 = ld(gr), c1 = ld(gr + 8), c2 = ld(gr + 16), c3 = ld(gr + 24);
+                for (int64_t i = 0; i < te; i++) {
+                    const float g = zt[i * S + j];
+                    const float *he = h + ev[i] * 32;
+                    c0 += g * ld(he); c1 += g * ld(he + 8); c2 += g * ld(he + 16);
+                    c3 += g * ld(he + 24);
+                    gsum += g;
                 }
+                st8(gr, c0); st8(gr + 8, c1); st8(gr + 16, c2); st8(gr + 24, c3);
             } else {
-                for (int64_t j = 0; j < S; j++) {
-                    axpy(gq_neg + neg_slot[j] * d, z[j], he, d);
-                    gneg_b[j] += z[j];
+                for (int64_t i = 0; i < te; i++) {
+                    axpy(gr, zt[i * S + j], h + ev[i] * d, d);
+                    gsum += zt[i * S + j];
                 }
             }
-        } else if (st->w[e] <= 0) {
-            dz = hard[e] / (1.0f + kd_exp(-zpos));
+            gneg_b[j] += gsum;
         }
-        axpy(dhe, dz, qi, d);
-        axpy(sq.g + slot_of(&sq, item) * d, dz, he, d);
-        gbias[slot_of(&sb, item)] += dz;
+    }
+    /* pass 3: the events' own items */
+    for (int64_t e = 0; e < B; e++) {
+        const int64_t item = st->items[e];
+        axpy(dh + e * d, dzp[e], st->Q + item * d, d);
+        axpy(sq.g + slot_of(&sq, item) * d, dzp[e], h + e * d, d);
+        gbias[slot_of(&sb, item)] += dzp[e];
     }
     for (int64_t j = 0; j < S; j++)
         if (gneg_b[j] != 0.0) gbias[slot_of(&sb, st->neg[j])] += gneg_b[j];
