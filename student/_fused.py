@@ -50,15 +50,16 @@ def _targets(t: SoftTargets | None, n_events: int, n_items: int) -> tuple[np.nda
 
 
 class FusedStep:
-    """Row -> slot scratch maps for the kernel (all -1 between calls), grown with the tables."""
+    """Scratch arrays of the kernel (row -> slot maps, all -1, and a per-item mark, all 0, between
+    calls), grown with the tables."""
 
     def __init__(self) -> None:
         self._maps: dict[str, np.ndarray] = {}
 
-    def _map(self, name: str, n: int) -> np.ndarray:
+    def _map(self, name: str, n: int, fill: int = -1) -> np.ndarray:
         m = self._maps.get(name)
         if m is None or len(m) != n:
-            m = np.full(n, -1, np.int32)
+            m = np.full(n, fill, np.int32)
             self._maps[name] = m
         return m
 
@@ -109,6 +110,7 @@ class FusedStep:
             self._map("Q", n_items),
             self._map("C", len(st.C)),
             self._map("b", len(st.b)),
+            self._map("mark", n_items, fill=0),
             np.ascontiguousarray(users, np.int64),
             np.ascontiguousarray(items, np.int64),
             np.ascontiguousarray(w, np.float32),

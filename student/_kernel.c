@@ -35,7 +35,7 @@ static int use_avx2(void) {
  * dtype the Python wrapper (student/_fused.py) checked; empty buffers stand for "none". */
 static PyObject *kd_step(PyObject *self, PyObject *args) {
     (void)self;
-    enum { NBUF = 31 };
+    enum { NBUF = 32 };
     Py_buffer v[NBUF];
     memset(v, 0, sizeof(v));
     long long L, d, kd_rest;
@@ -43,7 +43,7 @@ static PyObject *kd_step(PyObject *self, PyObject *args) {
     int learn_pos;
     if (!PyArg_ParseTuple(args,
                           "w*w*w*w*w*w*w*w*w*w*"  /* P Q C b gP gQ gC gb pos_w g_pos */
-                          "w*w*w*w*"              /* mapP mapQ mapC mapB */
+                          "w*w*w*w*w*"            /* mapP mapQ mapC mapB mark */
                           "y*y*y*y*y*y*y*"        /* users items w ctx neg neg_shift pos_shift */
                           "y*y*y*y*y*"            /* soft: rows items logits temp alpha */
                           "y*y*y*y*y*"            /* trans: rows items logits temp alpha */
@@ -51,7 +51,7 @@ static PyObject *kd_step(PyObject *self, PyObject *args) {
                           &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9],
                           &v[10], &v[11], &v[12], &v[13], &v[14], &v[15], &v[16], &v[17], &v[18],
                           &v[19], &v[20], &v[21], &v[22], &v[23], &v[24], &v[25], &v[26], &v[27],
-                          &v[28], &v[29], &v[30], &L, &d, &kd_rest, &lr, &l2, &learn_pos))
+                          &v[28], &v[29], &v[30], &v[31], &L, &d, &kd_rest, &lr, &l2, &learn_pos))
         return NULL;
     Step st;
     memset(&st, 0, sizeof(st));
@@ -59,22 +59,28 @@ static PyObject *kd_step(PyObject *self, PyObject *args) {
     st.gP = v[4].buf; st.gQ = v[5].buf; st.gC = v[6].buf; st.gb = v[7].buf;
     st.pos_w = v[8].buf; st.g_pos = v[9].buf;
     st.mapP = v[10].buf; st.mapQ = v[11].buf; st.mapC = v[12].buf; st.mapB = v[13].buf;
-    st.users = v[14].buf; st.items = v[15].buf; st.w = v[16].buf; st.ctx = v[17].buf;
-    st.neg = v[18].buf;
-    st.neg_shift = v[19].len ? v[19].buf : NULL;
-    st.pos_shift = v[20].len ? v[20].buf : NULL;
-    st.B = v[14].len / (Py_ssize_t)sizeof(int64_t);
-    st.S = v[18].len / (Py_ssize_t)sizeof(int64_t);
+    st.mark = v[14].buf;
+    st.users = v[15].buf; st.items = v[16].buf; st.w = v[17].buf; st.ctx = v[18].buf;
+    st.neg = v[19].buf;
+    st.neg_shift = v[20].len ? v[20].buf : NULL;
+    st.pos_shift = v[21].len ? v[21].buf : NULL;
+    st.B = v[15].len / (Py_ssize_t)sizeof(int64_t);
+    st.S = v[19].len / (Py_ssize_t)sizeof(int64_t);
     st.L = L; st.d = d; st.kd_rest = kd_rest; st.lr = lr; st.l2 = l2; st.learn_pos = learn_pos;
-    st.soft.n = v[21].len / (Py_ssize_t)sizeof(int64_t);
-    st.soft.rows = v[21].buf; st.soft.items = v[22].buf; st.soft.logits = v[23].buf;
-    st.soft.temp = v[24].buf; st.soft.alpha = v[25].buf;
-    st.soft.m = st.soft.n ? v[22].len / (Py_ssize_t)sizeof(int64_t) / st.soft.n : 0;
-    st.trans.n = v[26].len / (Py_ssize_t)sizeof(int64_t);
-    st.trans.rows = v[26].buf; st.trans.items = v[27].buf; st.trans.logits = v[28].buf;
-    st.trans.temp = v[29].buf;
-    st.trans.alpha = v[30].buf;
-    st.trans.m = st.trans.n ? v[27].len / (Py_ssize_t)sizeof(int64_t) / st.trans.n : 0;
+    st.soft.n = v[22].len / (Py_ssize_t)sizeof(int64_t);
+    st.soft.rows = v[22].buf; st.soft.items = v[23].buf; st.soft.logits = v[24].buf;
+    st.soft.temp = v[25].buf; st.soft.alpha = v[26].buf;
+    st.soft.m = st.soft.n ? v[23].len / (Py_ssize_t)sizeof(int64_t) / st.soft.n : 0;
+    st.trans.n = v[27].len / (Py_ssize_t)sizeof(int64_t);
+    st.trans.rows = v[27].buf; st.trans.items = v[28].buf; st.trans.logits = v[29].buf;
+    st.trans.temp = v[30].buf;
+    st.trans.alpha = v[31].buf;
+    st.trans.m = st.trans.n ? v[28].len / (Py_ssize_t)sizeof(int64_t) / st.trans.n : 0;
+    if (kd_rest < 0 || kd_rest > 31) { /* the candidate mark holds one bit per rest negative */
+        for (int i = 0; i < NBUF; i++) PyBuffer_Release(&v[i]);
+        PyErr_Format(PyExc_ValueError, "kd_rest must be in [0, 31], got %lld", kd_rest);
+        return NULL;
+    }
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = use_avx2() ? kd_run_avx2(&st) : kd_run_base(&st);

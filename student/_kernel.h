@@ -19,6 +19,7 @@ typedef struct {
 typedef struct {
     float *P, *Q, *C, *b, *gP, *gQ, *gC, *gb, *pos_w, *g_pos;
     int32_t *mapP, *mapQ, *mapC, *mapB; /* row -> slot scratch, all -1 between calls */
+    int32_t *mark; /* per item: bit j = item is rest negative j (all 0 between calls) */
     const int64_t *users, *items;
     const float *w;
     const int32_t *ctx; /* (B, L), -1 = padding */

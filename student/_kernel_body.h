@@ -182,11 +182,11 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
             z[j] = -INFINITY;
         }
     }
+    int32_t hits = 0; /* bit j: rest negative j is among the candidates */
+    for (int64_t c = 0; c < m; c++) hits |= st->mark[cand[c]];
     for (int64_t j = 0; j < n_rest; j++) {
         const int64_t item = st->neg[j];
-        int hit = 0;
-        for (int64_t c = 0; c < m; c++) hit |= cand[c] == item;
-        if (hit) {
+        if ((hits >> j) & 1) {
             z[m + j] = -INFINITY;  /* a negative that is a candidate takes part once */
         } else {
             z[m + j] = (z[m + j] + st->b[item]) / temp;
@@ -416,13 +416,19 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         if (gneg_b[j] != 0.0) gbias[slot_of(&sb, st->neg[j])] += gneg_b[j];
 
     /* distillation: per-user labels, then item-keyed transition labels */
+    for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] |= (int32_t)1 << j;
     for (int pass = 0; pass < 2; pass++) {
         const Targets *t = pass == 0 ? &st->soft : &st->trans;
         for (int64_t r = 0; r < t->n; r++) {
             const int64_t e = t->rows[r];
+            if (r + 1 < t->n) /* the next row's candidates: random rows of Q, fetch them early */
+                for (int64_t c = 0; c < t->m; c++)
+                    __builtin_prefetch(st->Q + t->items[(r + 1) * t->m + c] * d);
             distil(st, t, r, h + e * d, dh + e * d, &sb, gbias, kz, kpt, kg, krows, qneg, n_rest, d);
         }
     }
+
+    for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] = 0;
 
     /* back to the user and context vectors, and the position weights */
     for (int64_t e = 0; e < B; e++) {
