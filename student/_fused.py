@@ -63,6 +63,28 @@ class FusedStep:
             self._maps[name] = m
         return m
 
+    def contexts(self, st: Student, users: np.ndarray, items: np.ndarray, update: bool):
+        """``(B, L)`` contexts of a batch (see ``Student.event_contexts``), and with ``update``
+        the users' histories moved past it; None where the kernel cannot take the batch."""
+        big_l = st.config.context_len
+        if not kernel_available() or st.hist.dtype != np.int32 or not st.hist.flags.c_contiguous:
+            return None
+        if len(users) == 0 or users.min() < 0 or users.max() >= len(st.hist):
+            return None
+        if len(items) != len(users) or items.min() < 0 or items.max() >= 2**31 - 1:
+            return None
+        out = np.empty((len(users), big_l), np.int32)
+        _kernel.contexts(
+            st.hist,
+            np.ascontiguousarray(users, np.int64),
+            np.ascontiguousarray(items, np.int64),
+            out,
+            self._map("users", len(st.hist)),
+            big_l,
+            update,
+        )
+        return out
+
     def run(
         self,
         st: Student,

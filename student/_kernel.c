@@ -90,8 +90,60 @@ static PyObject *kd_step(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* contexts(hist, users, items, ctx_out, map, update): each event's context, the user's last L
+ * items before it (the same user's earlier events in the batch included, -1 padding), in one
+ * pass in stream order; with ``update`` the users' histories then move past the batch. ``map``
+ * is a user -> slot scratch, all -1 between calls. Python checks dtypes and index bounds. */
+static PyObject *kd_contexts(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer hist = {0}, users = {0}, items = {0}, out = {0}, map = {0};
+    long long L;
+    int update;
+    if (!PyArg_ParseTuple(args, "w*y*y*w*w*Lp", &hist, &users, &items, &out, &map, &L, &update))
+        return NULL;
+    const int64_t B = users.len / (Py_ssize_t)sizeof(int64_t);
+    int32_t *h = hist.buf, *ctx = out.buf, *slot_of = map.buf;
+    const int64_t *u = users.buf, *it = items.buf;
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int32_t *cur = malloc(sizeof(int32_t) * (size_t)(B * L + 1));
+    int64_t *who = malloc(sizeof(int64_t) * (size_t)(B + 1));
+    if (cur == NULL || who == NULL) {
+        rc = -1;
+    } else {
+        int64_t n = 0;
+        for (int64_t e = 0; e < B; e++) {
+            int32_t k = slot_of[u[e]];
+            if (k < 0) { /* the user's first event in the batch: start from its history */
+                k = (int32_t)n++;
+                slot_of[u[e]] = k;
+                who[k] = u[e];
+                memcpy(cur + k * L, h + u[e] * L, sizeof(int32_t) * (size_t)L);
+            }
+            int32_t *c = cur + k * L;
+            memcpy(ctx + e * L, c, sizeof(int32_t) * (size_t)L);
+            if (L > 0) {
+                memmove(c, c + 1, sizeof(int32_t) * (size_t)(L - 1));
+                c[L - 1] = (int32_t)it[e];
+            }
+        }
+        for (int64_t k = 0; k < n; k++) {
+            if (update) memcpy(h + who[k] * L, cur + k * L, sizeof(int32_t) * (size_t)L);
+            slot_of[who[k]] = -1;
+        }
+    }
+    free(cur);
+    free(who);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&hist); PyBuffer_Release(&users); PyBuffer_Release(&items);
+    PyBuffer_Release(&out); PyBuffer_Release(&map);
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"step", kd_step, METH_VARARGS, "One fused micro-batch step of the student (see _fused.py)."},
+    {"contexts", kd_contexts, METH_VARARGS, "Events' contexts; optionally move the histories on."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -228,6 +228,9 @@ class Student:
         n = len(users)
         if big_l == 0 or n == 0:
             return np.full((n, big_l), -1, np.int32)
+        fast = self._fused.contexts(self, users, items, update=False)
+        if fast is not None:
+            return fast
         order = np.argsort(users, kind="stable")
         su = users[order]
         first = np.ones(n, bool)
@@ -532,6 +535,8 @@ class Student:
         """
         big_l = self.config.context_len
         if big_l == 0 or len(users) == 0:
+            return
+        if self._fused.contexts(self, users, items, update=True) is not None:
             return
         if contexts is None:
             contexts = self.event_contexts(users, items)

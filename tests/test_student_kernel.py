@@ -117,3 +117,26 @@ def test_kernel_leaves_what_it_cannot_take_to_numpy(monkeypatch) -> None:
     with pytest.raises(IndexError):
         st.learn_many(np.array([0]), np.array([1]), np.ones(1), np.array([2, 3]), soft=bad)
     assert np.isfinite(st.P).all()
+
+
+@needs_kernel
+@pytest.mark.parametrize("context_len", [1, 4, 8])
+def test_kernel_contexts_and_histories_match_numpy(monkeypatch, context_len: int) -> None:
+    rng = np.random.default_rng(context_len)
+    states = []
+    for kernel in ("1", "0"):
+        monkeypatch.setenv("KDSTREAM_STUDENT_KERNEL", kernel)
+        st = Student(StudentConfig(dim=4, context_len=context_len))
+        st.grow(30, 50)
+        seen = []
+        for _ in range(20):  # bursts: a few users with several events per batch
+            users = rng.integers(0, 30, 25)
+            items = rng.integers(0, 50, 25)
+            seen.append(st.event_contexts(users, items))
+            st.hist_update(users, items)
+        states.append((np.concatenate(seen), st.hist.copy()))
+        rng = np.random.default_rng(context_len)  # the same batches for the other path
+    (ctx_k, hist_k), (ctx_n, hist_n) = states
+    np.testing.assert_array_equal(ctx_k, ctx_n)
+    np.testing.assert_array_equal(hist_k, hist_n)
+    assert (ctx_n >= 0).any() and (ctx_n == -1).any()
