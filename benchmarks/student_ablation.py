@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python benchmarks/student_ablation.py [--events 50000] [--json]``
 
 Variants: a plain mean over the last 8 items, fixed 0.5**age weights, learned position weights
-(the default), and the last item only (L = 1). Reads ``../shared/datasets`` when present.
+(the default), the last item only (L = 1), and 32 or 64 shared negatives instead of 128. Reads
+``../shared/datasets`` (ML-100K, ML-1M-subset) when present.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ VARIANTS = {
     "fixed-0.5": {"learn_context_weights": False},
     "learned": {},
     "last-item": {"context_len": 1},
+    # how many shared negatives the sampled softmax needs (the default is 128)
+    "negatives-32": {"n_negatives": 32},
+    "negatives-64": {"n_negatives": 64},
 }
 
 
@@ -50,7 +54,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     out = {"synthetic": run(generate(SyntheticConfig(n_events=args.events, seed=0)))}
-    for name, path in (("ml-100k", DATA / "ml-100k" / "u.data"),):
+    for name, path in (
+        ("ml-100k", DATA / "ml-100k" / "u.data"),
+        ("ml-1m-subset", DATA / "ml-1m-subset" / "ratings.dat.gz"),
+    ):
         if path.exists():
             out[name] = run(read_log(path)[0])
     if args.json:
