@@ -1,4 +1,4 @@
-"""The online student model: pure numpy, no I/O."""
+"""The online student model: numpy with an optional compiled step, no I/O."""
 
 from ._config import StudentConfig
 from ._model import SoftTargets, Student

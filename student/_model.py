@@ -1,8 +1,10 @@
-"""The online student: sequence-aware factorisation with distillation, pure numpy.
+"""The online student: sequence-aware factorisation with distillation.
 
-score(u, i) = (p_u + mean_{j in last L items of u} c_j) . q_i + b_i
+score(u, i) = (p_u + sum_l w_l c_{j_l} over the last L items j_l of u) . q_i + b_i
 
-Everything works on int indices; the online layer owns the string-id vocabularies.
+Everything works on int indices; the online layer owns the string-id vocabularies. The step is
+written here in numpy (``gradients`` and the Adagrad updates: the reference) and in C
+(``_kernel*.c`` through ``_fused.FusedStep``), which ``learn_many`` runs where it is built.
 """
 
 from __future__ import annotations
