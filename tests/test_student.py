@@ -101,6 +101,17 @@ def setup():
     return st, (users, items, w, negs, nlq, plq, soft, trans)
 
 
+def _finite_difference(st: Student, args, flat: np.ndarray, pos: int, eps: float = 1e-6) -> float:
+    """Central difference of the batch loss in the parameter ``flat[pos]`` (a view of a table)."""
+    old = flat[pos]
+    flat[pos] = old + eps
+    up = _batch_loss(st, *args)
+    flat[pos] = old - eps
+    down = _batch_loss(st, *args)
+    flat[pos] = old
+    return (up - down) / (2 * eps)
+
+
 @pytest.mark.parametrize("table", ["P", "C", "b", "pos_w"])
 def test_gradients_match_finite_differences(setup, table):
     st, args = setup
@@ -108,18 +119,11 @@ def test_gradients_match_finite_differences(setup, table):
     arr = getattr(st, table)
     dim = st.config.dim
     dense = grads.pos if table == "pos_w" else grads.dense(table.lower(), len(arr), dim)
-    eps = 1e-6
     rng = np.random.default_rng(0)
     flat = arr.reshape(-1)
     checked = 0
     for pos in rng.permutation(flat.size)[:40]:
-        old = flat[pos]
-        flat[pos] = old + eps
-        up = _batch_loss(st, *args)
-        flat[pos] = old - eps
-        down = _batch_loss(st, *args)
-        flat[pos] = old
-        fd = (up - down) / (2 * eps)
+        fd = _finite_difference(st, args, flat, pos)
         assert dense.reshape(-1)[pos] == pytest.approx(fd, rel=1e-4, abs=1e-6)
         checked += abs(fd) > 1e-6
     assert checked > 0  # the check exercised non-zero gradients
@@ -134,16 +138,10 @@ def test_gradients_with_target_rows_out_of_order(setup):
         t.rows, t.items, t.logits = t.rows[::-1], t.items[::-1], t.logits[::-1]
         t.temperature, t.alpha = t.temperature[::-1], t.alpha[::-1]
     dense = st.gradients(*args).dense("p", len(st.P), st.config.dim)
-    eps = 1e-6
     flat = st.P.reshape(-1)
     for pos in range(flat.size):
-        old = flat[pos]
-        flat[pos] = old + eps
-        up = _batch_loss(st, *args)
-        flat[pos] = old - eps
-        down = _batch_loss(st, *args)
-        flat[pos] = old
-        assert dense.reshape(-1)[pos] == pytest.approx((up - down) / (2 * eps), rel=1e-4, abs=1e-6)
+        fd = _finite_difference(st, args, flat, pos)
+        assert dense.reshape(-1)[pos] == pytest.approx(fd, rel=1e-4, abs=1e-6)
 
 
 def test_kd_item_vectors_gradient(setup):
@@ -153,13 +151,8 @@ def test_kd_item_vectors_gradient(setup):
     dense = st.gradients(*args).dense("q", len(st.Q), st.config.dim)
     flat = st.Q.reshape(-1)
     for pos in range(0, st.Q.size, 3):
-        old = flat[pos]
-        flat[pos] = old + 1e-6
-        up = _batch_loss(st, *args)
-        flat[pos] = old - 1e-6
-        down = _batch_loss(st, *args)
-        flat[pos] = old
-        assert dense.reshape(-1)[pos] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-6)
+        fd = _finite_difference(st, args, flat, pos)
+        assert dense.reshape(-1)[pos] == pytest.approx(fd, rel=1e-4, abs=1e-6)
 
 
 def test_event_contexts_include_earlier_batch_events():
