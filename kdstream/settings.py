@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from kdstream.errors import ConfigError
 from kdstream.stream import MemoryStore, Store
+from kdstream.stream._kafka_auth import KAFKA_TLS_VERSIONS, kafka_ssl_context
 from kdstream.stream._redis_store import RedisStore, _check_url, mask_url
 
 ENV_PREFIX = "KDSTREAM_"
@@ -39,7 +40,9 @@ SECRET = "***"
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _HOST_PORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):([0-9]{1,5})$")
-_SECRETS = frozenset({"api_token", "kafka_sasl_password", "api_read_token"})
+_SECRETS = frozenset(
+    {"api_token", "kafka_sasl_password", "api_read_token", "kafka_ssl_password"}
+)
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _SASL_FIELDS = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
@@ -85,6 +88,14 @@ class Settings:
     kafka_ssl_cafile, kafka_ssl_certfile, kafka_ssl_keyfile
         PEM files of TLS (``SSL`` / ``SASL_SSL`` only): the CA that signed the brokers'
         certificates, and the client's certificate and key for mutual TLS.
+    kafka_ssl_password
+        Password of an encrypted ``kafka_ssl_keyfile`` (None: the key is not encrypted).
+        Secret.
+    kafka_ssl_max_tls
+        The highest TLS version Kafka clients offer: ``"1.2"`` (default) or ``"1.3"``.
+        kafka-python (2.3.x) drops TLS 1.3 connections when the broker's post-handshake
+        session ticket arrives (dpkp/kafka-python#2160, #2369), so brokers that offer 1.3
+        (Kafka 2.6+ on Java 11+) are spoken to in 1.2 unless this says otherwise.
         :func:`kafka_client_kwargs` maps all of these to kafka-python's arguments.
 
     Examples
@@ -143,6 +154,11 @@ class Settings:
     """Client certificate (PEM, mutual TLS). Env: ``KDSTREAM_KAFKA_SSL_CERTFILE``."""
     kafka_ssl_keyfile: str | None = None
     """Client key (PEM, mutual TLS). Env: ``KDSTREAM_KAFKA_SSL_KEYFILE``."""
+    kafka_ssl_password: str | None = None
+    """Password of an encrypted client key; secret. Env: ``KDSTREAM_KAFKA_SSL_PASSWORD``."""
+    kafka_ssl_max_tls: str = "1.2"
+    """Highest TLS version of Kafka clients, ``1.2`` or ``1.3``.
+    Env: ``KDSTREAM_KAFKA_SSL_MAX_TLS``."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -282,7 +298,10 @@ def make_store(settings: Settings) -> Store:
 # --------------------------------------------------------------------------------------------
 _INT_FIELDS = frozenset({"partitions", "api_port", "batch_size", "teacher_every_events"})
 _OPTIONAL = frozenset(
-    {"api_token", "api_read_token", "teacher_every_seconds", *_SASL_FIELDS, *_SSL_FIELDS}
+    {
+        "api_token", "api_read_token", "teacher_every_seconds", "kafka_ssl_password",
+        *_SASL_FIELDS, *_SSL_FIELDS,
+    }
 )
 
 
@@ -338,13 +357,28 @@ def _check_kafka_security(s: Settings) -> None:
             raise ConfigError(f"{name}: no such file {value!r}")
     if s.kafka_ssl_keyfile is not None and s.kafka_ssl_certfile is None:
         raise ConfigError("kafka_ssl_keyfile: needs kafka_ssl_certfile (the client certificate)")
+    if s.kafka_ssl_password is not None:
+        if not s.kafka_ssl_password:
+            raise ConfigError("kafka_ssl_password: expected a non-empty string or None, got ''")
+        if s.kafka_ssl_certfile is None:
+            raise ConfigError("kafka_ssl_password: needs kafka_ssl_certfile (and its key)")
+    if s.kafka_ssl_max_tls not in KAFKA_TLS_VERSIONS:
+        raise ConfigError(
+            f"kafka_ssl_max_tls: expected one of {', '.join(repr(v) for v in KAFKA_TLS_VERSIONS)}"
+            f", got {s.kafka_ssl_max_tls!r}"
+        )
 
 
 def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
     """kafka-python constructor arguments of the security settings (``{}`` for PLAINTEXT).
 
     Every client kdstream builds (producers, consumers, the admin client) takes them as
-    extra keyword arguments. The result holds the SASL password: never log it.
+    extra keyword arguments. The result holds the SASL password: never log it. For ``SSL`` /
+    ``SASL_SSL`` it holds one ``ssl_context`` (:func:`kdstream.stream._kafka_auth.
+    kafka_ssl_context`: the CA or the system's CAs, the client certificate, host name checks,
+    TLS <= ``kafka_ssl_max_tls``), which kafka-python uses instead of its ``ssl_*`` file
+    arguments; those stay in the result for error messages. A CA, certificate or key file
+    that cannot be loaded raises ConfigError naming its setting.
 
     Examples
     --------
@@ -364,6 +398,14 @@ def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
         out["sasl_mechanism"] = settings.kafka_sasl_mechanism
         out["sasl_plain_username"] = settings.kafka_sasl_username
         out["sasl_plain_password"] = settings.kafka_sasl_password
+    if protocol in ("SSL", "SASL_SSL"):
+        out["ssl_context"] = kafka_ssl_context(
+            settings.kafka_ssl_cafile,
+            settings.kafka_ssl_certfile,
+            settings.kafka_ssl_keyfile,
+            password=settings.kafka_ssl_password,
+            max_tls=settings.kafka_ssl_max_tls,
+        )
     for name in _SSL_FIELDS:
         value = getattr(settings, name)
         if value is not None:
@@ -388,7 +430,8 @@ def faust_broker_credentials(settings: Settings) -> Any:
 
     ``SSL`` -> ``faust.SSLCredentials``; ``SASL_*`` -> ``faust.SASLCredentials`` (with a TLS
     context for ``SASL_SSL``): the same mapping the faust engine applies to kafka-python's
-    arguments. Imports faust lazily.
+    arguments, and the same TLS context (so aiokafka is held to ``kafka_ssl_max_tls`` too).
+    Imports faust lazily.
     """
     from kdstream.stream._faust_app import faust_credentials
 

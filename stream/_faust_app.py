@@ -140,8 +140,8 @@ def faust_credentials(security: Mapping[str, Any] | None) -> Any:
     import faust
 
     sec = dict(security or {})
-    context = None
-    if protocol in ("SSL", "SASL_SSL"):
+    context = sec.get("ssl_context")  # kafka_client_kwargs' one: same CA, cert and TLS cap
+    if context is None and protocol in ("SSL", "SASL_SSL"):
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=sec.get("ssl_cafile"))
         if sec.get("ssl_certfile") is not None:
             context.load_cert_chain(sec["ssl_certfile"], sec.get("ssl_keyfile"))

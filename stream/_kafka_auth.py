@@ -11,6 +11,12 @@ TLS (``SSL`` / ``SASL_SSL``) is checked the same way: a broker certificate the c
 does not verify raises a bare ``ssl.SSLCertVerificationError`` traceback from deep inside
 kafka-python, and a TLS client pointed at a plaintext port sees only ``NoBrokersAvailable``;
 both are reported as "Kafka TLS ... failed" with the reason and the CA file to check.
+
+:func:`kafka_ssl_context` builds the one TLS context every kafka-python client gets: TLS 1.3
+is off by default, as kafka-python (2.3.x) drops a TLS 1.3 connection when the broker's
+post-handshake session ticket arrives with no request in flight ("Socket EVENT_READ without
+in-flight-requests"; dpkp/kafka-python#2160, #2369); TLS 1.2 delivers the ticket inside
+the handshake.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from kdstream.errors import ServiceError
+from kdstream.errors import ConfigError, ServiceError
 
 from ._kafka_admin import bootstrap_servers
 
@@ -47,6 +53,48 @@ class _AuthErrors(logging.Handler):
         if record.levelno >= logging.ERROR and any(marker in text for marker in _AUTH_MARKERS):
             # "<BrokerConnection ...>: SaslAuthenticate error: X (reason)": keep the reason
             self.reasons.append(text.rsplit(">: ", 1)[-1])
+
+
+#: ``kafka_ssl_max_tls`` values -> the highest TLS version a client offers
+KAFKA_TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def kafka_ssl_context(
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    *,
+    password: str | None = None,
+    max_tls: str = "1.2",
+) -> ssl.SSLContext:
+    """The TLS context of kafka-python clients (its ``ssl_context`` argument).
+
+    Verifies the broker's certificate against ``cafile`` (else the system's CAs) and its
+    host name, as kafka-python's own context does (``ssl_check_hostname`` defaults to True),
+    presents ``certfile``/``keyfile`` (decrypted with ``password``) for mutual TLS, and offers
+    TLS 1.2 at most unless ``max_tls="1.3"`` (see the module docstring). Building it here also
+    avoids kafka-python's own context, made with the deprecated ``ssl.PROTOCOL_TLS``. Raises
+    ConfigError naming the ``kafka_ssl_*`` setting whose file cannot be loaded.
+    """
+    if max_tls not in KAFKA_TLS_VERSIONS:
+        raise ConfigError(
+            f"kafka_ssl_max_tls: expected one of {', '.join(KAFKA_TLS_VERSIONS)}, got {max_tls!r}"
+        )
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"kafka_ssl_cafile: cannot load {cafile!r}: {exc}") from None
+    context.maximum_version = KAFKA_TLS_VERSIONS[max_tls]
+    if certfile is not None:
+        try:
+            # a callable, never None: None makes OpenSSL prompt on the terminal for an
+            # encrypted key, which would hang a service
+            context.load_cert_chain(certfile, keyfile, password=lambda: password or "")
+        except (ssl.SSLError, OSError) as exc:
+            names = "kafka_ssl_certfile" + (" / kafka_ssl_keyfile" if keyfile else "")
+            # exc names the file and OpenSSL's reason, never the password
+            raise ConfigError(f"{names}: cannot load {certfile!r}: {exc}") from None
+    return context
 
 
 def check_kafka_login(
@@ -133,4 +181,4 @@ def _raise_tls_failure(
         ) from None
 
 
-__all__ = ["check_kafka_login"]
+__all__ = ["KAFKA_TLS_VERSIONS", "check_kafka_login", "kafka_ssl_context"]

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -42,10 +43,44 @@ def _sasl_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: a self-signed certificate (EC P-256, for IP:127.0.0.1 and DNS:localhost, valid 100 years)
+#: and its unencrypted key: a CA, a server and a client certificate for the TLS tests
+TEST_CERT_AND_KEY = """\
+-----BEGIN CERTIFICATE-----
+MIIBpDCCAUmgAwIBAgIUd9Jfg2YvTYlkhB708FdeMcBeHR8wCgYIKoZIzj0EAwIw
+GDEWMBQGA1UEAwwNa2RzdHJlYW0gdGVzdDAgFw0yNjExMjMwOTQwMjRaGA8yMTI2
+MTAzMDA5NDAyNFowGDEWMBQGA1UEAwwNa2RzdHJlYW0gdGVzdDBZMBMGByqGSM49
+AgEGCCqGSM49AwEHA0IABFQgkvRPHYWULCUVpo8tZSVFOPQa0c5xtxiOnlRQ0uxo
+2S8IMBuTV/YWtFShdaoLCagsVoIIKAgbhyAXFQj5atKjbzBtMB0GA1UdDgQWBBR5
+ykEjdRf4Jw5YusY0xEKGuaR+vjAfBgNVHSMEGDAWgBR5ykEjdRf4Jw5YusY0xEKG
+uaR+vjAPBgNVHRMBAf8EBTADAQH/MBoGA1UdEQQTMBGHBH8AAAGCCWxvY2FsaG9z
+dDAKBggqhkjOPQQDAgNJADBGAiEA5003tCj/nMs0USM+47u7iAB64CXGkxj92I+H
+euFDUAUCIQC5RUVd7OaAwlRruhXEjWaSOBZTcggarvCe97ZnBOG3ew==
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgQNfJ5+ztZh/WBhze
+ixQfCyOwKPDZhms7Uuq5TwJSuGWhRANCAARUIJL0Tx2FlCwlFaaPLWUlRTj0GtHO
+cbcYjp5UUNLsaNkvCDAbk1f2FrRUoXWqCwmoLFaCCCgIG4cgFxUI+WrS
+-----END PRIVATE KEY-----
+"""
+#: the same key encrypted with TEST_KEY_PASSWORD
+TEST_ENCRYPTED_KEY = """\
+-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAhT+8me5z6MrwICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEELSXmZ0EKCBrWS5Jk9B0UsEgZCZ
+1IVlyShABZjDHPl1/nFw28wMr84PzGngwq9ZN6hlEpVl3rpCLeyVRSxDRYYB7pK0
+3Ajtsr8FigZ6xenjBu2O2GLB460KUTjfin2cf0AWfrysGe+pprpDMar+lFaP5lUJ
+ikkwyRsGyCnKS3n4c1yT3FEJH6LVC6g8xZDPbDyRxi8A9/DB9QTqNWsiRJZ3Zdk=
+-----END ENCRYPTED PRIVATE KEY-----
+"""
+TEST_KEY_PASSWORD = "keypw-1"
+
+
 @pytest.fixture
 def pem(tmp_path: Path) -> Path:
+    # a loadable PEM: kafka_client_kwargs builds the TLS context from it
     path = tmp_path / "ca.pem"
-    path.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    path.write_text(TEST_CERT_AND_KEY)
     return path
 
 
@@ -55,7 +90,9 @@ def test_security_settings_from_env_and_kwargs(pem: Path) -> None:
         KDSTREAM_KAFKA_SECURITY_PROTOCOL="SASL_SSL", KDSTREAM_KAFKA_SSL_CAFILE=str(pem)
     )
     s = Settings.load(env=env)
-    assert kafka_client_kwargs(s) == {
+    kwargs = kafka_client_kwargs(s)
+    assert isinstance(kwargs.pop("ssl_context"), ssl.SSLContext)
+    assert kwargs == {
         "security_protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-256",
         "sasl_plain_username": "kd",
@@ -66,7 +103,9 @@ def test_security_settings_from_env_and_kwargs(pem: Path) -> None:
         kafka_security_protocol="SSL", kafka_ssl_cafile=str(pem), kafka_ssl_certfile=str(pem),
         kafka_ssl_keyfile=str(pem),
     )
-    assert kafka_client_kwargs(tls) == {
+    kwargs = kafka_client_kwargs(tls)
+    assert isinstance(kwargs.pop("ssl_context"), ssl.SSLContext)
+    assert kwargs == {
         "security_protocol": "SSL", "ssl_cafile": str(pem), "ssl_certfile": str(pem),
         "ssl_keyfile": str(pem),
     }
@@ -631,3 +670,142 @@ def test_login_check_names_other_tls_failures(monkeypatch: pytest.MonkeyPatch) -
     # no TLS warning logged: an unreachable broker stays "cannot reach Kafka"
     message = _tls_login_error(monkeypatch, NoBrokersAvailable())
     assert message.startswith("cannot reach Kafka at 127.0.0.1:9 with SSL: NoBrokersAvailable")
+
+
+# ------------------------------------------------------------------------------ TLS version cap
+def _handshake(
+    tmp_path: Path, settings: Settings, server_hostname: str = "localhost"
+) -> tuple[str | None, bool]:
+    """A TLS handshake over a socket pair: a server offering TLS 1.2 and 1.3 that requires a
+    client certificate, and a client with kafka_client_kwargs' context. Returns the version
+    the client negotiated and whether the server got the client's certificate."""
+    import threading
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(settings.kafka_ssl_cafile or "")
+    server_ctx.load_verify_locations(settings.kafka_ssl_cafile)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    assert server_ctx.maximum_version == ssl.TLSVersion.MAXIMUM_SUPPORTED
+    client_ctx = kafka_client_kwargs(settings)["ssl_context"]
+    a, b = socket.socketpair()
+    got: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            with server_ctx.wrap_socket(a, server_side=True) as conn:
+                got["peer"] = conn.getpeercert()
+                conn.sendall(b"k")
+        except (ssl.SSLError, OSError) as exc:
+            got["error"] = exc
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with client_ctx.wrap_socket(b, server_hostname=server_hostname) as conn:
+            assert conn.recv(1) == b"k"
+            version = conn.version()
+    finally:
+        b.close()
+        thread.join(10)
+        a.close()
+    return version, bool(got.get("peer"))
+
+
+def _mtls(tmp_path: Path, **extra: Any) -> Settings:
+    both = tmp_path / "both.pem"
+    both.write_text(TEST_CERT_AND_KEY)
+    fields = {"kafka_security_protocol": "SSL", **extra}
+    return Settings(kafka_ssl_cafile=str(both), kafka_ssl_certfile=str(both), **fields)
+
+
+def test_kafka_tls_is_capped_at_1_2_by_default(tmp_path: Path) -> None:
+    # kafka-python drops TLS 1.3 connections on the broker's post-handshake session ticket
+    # (dpkp/kafka-python#2160, #2369): a broker offering 1.3 is spoken to in 1.2
+    s = _mtls(tmp_path)
+    assert s.kafka_ssl_max_tls == "1.2"
+    ctx = kafka_client_kwargs(s)["ssl_context"]
+    assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
+    # kafka-python's defaults kept: the certificate and the host name are checked
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.cert_store_stats()["x509_ca"] == 1  # the CA file, not the system's CAs
+    assert _handshake(tmp_path, s) == ("TLSv1.2", True)
+
+
+def test_kafka_tls_1_3_when_asked(tmp_path: Path) -> None:
+    s = Settings.load({"kafka_security_protocol": "SSL"}, env={
+        "KDSTREAM_KAFKA_SSL_MAX_TLS": "1.3",
+        "KDSTREAM_KAFKA_SSL_CAFILE": str(_mtls(tmp_path).kafka_ssl_cafile),
+        "KDSTREAM_KAFKA_SSL_CERTFILE": str(_mtls(tmp_path).kafka_ssl_certfile),
+    })  # fmt: skip
+    assert s.kafka_ssl_max_tls == "1.3"
+    assert kafka_client_kwargs(s)["ssl_context"].maximum_version == ssl.TLSVersion.TLSv1_3
+    assert _handshake(tmp_path, s) == ("TLSv1.3", True)
+
+
+def test_kafka_tls_checks_the_host_name(tmp_path: Path) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        _handshake(tmp_path, _mtls(tmp_path), server_hostname="kafka.example.com")
+
+
+def test_kafka_tls_context_for_sasl_ssl_and_faust(tmp_path: Path) -> None:
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    from kdstream.stream._faust_app import faust_credentials
+
+    s = _mtls(tmp_path, **{**SASL, "kafka_security_protocol": "SASL_SSL"})
+    sec = kafka_client_kwargs(s)
+    assert sec["ssl_context"].maximum_version == ssl.TLSVersion.TLSv1_2
+    # faust (aiokafka) gets the very same context: same CA, client certificate and cap
+    auth = credentials_to_aiokafka_auth(faust_credentials(sec))
+    assert auth["ssl_context"] is sec["ssl_context"]
+    assert auth["security_protocol"] == "SASL_SSL"
+    assert "ssl_context" not in kafka_client_kwargs(Settings(**SASL))  # no TLS, no context
+
+
+def test_kafka_tls_encrypted_client_key(tmp_path: Path) -> None:
+    both = _mtls(tmp_path).kafka_ssl_cafile
+    key = tmp_path / "enc.pem"
+    key.write_text(TEST_ENCRYPTED_KEY)
+    s = Settings(
+        kafka_security_protocol="SSL", kafka_ssl_cafile=both, kafka_ssl_certfile=both,
+        kafka_ssl_keyfile=str(key), kafka_ssl_password=TEST_KEY_PASSWORD,
+    )  # fmt: skip
+    assert _handshake(tmp_path, s) == ("TLSv1.2", True)
+    for text in (repr(s), str(s.to_dict()), s.to_toml()):
+        assert TEST_KEY_PASSWORD not in text
+    # a wrong password is a ConfigError naming the files' settings, never the password
+    wrong = Settings(**{**s.to_dict(secrets=True), "kafka_ssl_password": "nope-3f1c"})
+    with pytest.raises(ConfigError, match="kafka_ssl_certfile / kafka_ssl_keyfile") as info:
+        kafka_client_kwargs(wrong)
+    assert "nope-3f1c" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"kafka_ssl_max_tls": "1.1"}, "kafka_ssl_max_tls"),
+        ({"kafka_ssl_max_tls": "TLSv1.3"}, "kafka_ssl_max_tls"),
+        ({"kafka_ssl_max_tls": 1.3}, "kafka_ssl_max_tls"),
+        ({"kafka_ssl_password": "pw"}, "kafka_ssl_password"),
+    ],
+)
+def test_bad_tls_settings_name_the_field(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Settings(**fields)
+    if all(isinstance(v, str) for v in fields.values()):  # env: "1.3" is text, so fine
+        env = {f"KDSTREAM_{k.upper()}": v for k, v in fields.items()}
+        with pytest.raises(ConfigError, match=named):
+            Settings.load(env=env)
+
+
+def test_unloadable_tls_files_name_the_setting(tmp_path: Path, pem: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    bad_ca = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(junk))
+    with pytest.raises(ConfigError, match="kafka_ssl_cafile: cannot load"):
+        kafka_client_kwargs(bad_ca)
+    bad_cert = Settings(
+        kafka_security_protocol="SSL", kafka_ssl_cafile=str(pem), kafka_ssl_certfile=str(junk)
+    )
+    with pytest.raises(ConfigError, match="kafka_ssl_certfile: cannot load"):
+        kafka_client_kwargs(bad_cert)
