@@ -575,15 +575,16 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
         # unencrypted PKCS#8, so neither ssl.keystore.password (refused with PEM) nor
         # ssl.key.password (required to be unset for an unencrypted key since KAFKA-12703) is
         # set. No client certificates (ssl.client.auth stays none); inter-broker stays PLAINTEXT.
-        # TLS 1.2 only: under TLS 1.3 the JVM sends its session ticket after the handshake, and
-        # kafka-python (2.3.x) closes a connection that turns readable with no request in
-        # flight ("Socket EVENT_READ without in-flight-requests"), so admin requests failed
-        # about one run in three; TLS 1.2 delivers the ticket inside the handshake.
+        # TLS 1.2 and 1.3, as a real broker (Kafka 2.6+ on Java 11+) offers by default: under
+        # TLS 1.3 the JVM sends its session ticket after the handshake, and kafka-python
+        # (2.3.x) closes a connection that turns readable with no request in flight ("Socket
+        # EVENT_READ without in-flight-requests"; dpkp/kafka-python#2160, #2369). kdstream's
+        # clients cap TLS at 1.2 for that (kafka_ssl_max_tls), which this listener proves.
         props.update({
             "listener.name.ssl.ssl.keystore.type": "PEM",
             "listener.name.ssl.ssl.keystore.location": str(cfg.tls_keystore.resolve()),
-            "listener.name.ssl.ssl.protocol": "TLSv1.2",
-            "listener.name.ssl.ssl.enabled.protocols": "TLSv1.2",
+            "listener.name.ssl.ssl.protocol": "TLSv1.3",
+            "listener.name.ssl.ssl.enabled.protocols": "TLSv1.2,TLSv1.3",
         })  # fmt: skip
     return "".join(f"{key}={value}\n" for key, value in props.items())
 

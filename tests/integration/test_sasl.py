@@ -28,6 +28,7 @@ import pytest
 from kdstream.local_cluster import ClusterInfo, LocalClusterConfig
 from kdstream.replay import SyntheticConfig, generate
 from kdstream.stream import encode_event
+from kdstream.stream._kafka_auth import kafka_ssl_context
 
 from .conftest import _free_ports, local_cluster
 
@@ -241,16 +242,34 @@ def test_local_cluster_tls_files(sasl_cluster: ClusterInfo) -> None:
     assert "ssl.key.password" not in props and "ssl.keystore.password" not in props
 
 
+@pytest.mark.parametrize(("max_tls", "version"), [("1.3", "TLSv1.3"), ("1.2", "TLSv1.2")])
+def test_the_tls_listener_offers_1_3_and_kdstream_speaks_1_2(
+    sasl_cluster: ClusterInfo, max_tls: str, version: str
+) -> None:
+    # a plain handshake, no Kafka request: the listener offers TLS 1.3 as real brokers do,
+    # and kdstream's default context (kafka_ssl_max_tls="1.2") negotiates 1.2 with it
+    import socket
+
+    assert sasl_cluster.kafka_tls_bootstrap is not None
+    host, port = sasl_cluster.kafka_tls_bootstrap.rsplit(":", 1)
+    context = kafka_ssl_context(str(sasl_cluster.tls_ca_file), max_tls=max_tls)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        assert tls.version() == version
+
+
 def test_replay_over_tls_delivers_every_event(
     tls_replayed: Replayed, sasl_cluster: ClusterInfo
 ) -> None:
     from kafka import KafkaConsumer, TopicPartition
 
-    # read back through the TLS listener by name, with Python's default checks (hostname
-    # included): the certificate holds DNS:localhost too. An explicit context, as
-    # kafka-python's own one is built with the deprecated ssl.PROTOCOL_TLS (a warning here)
+    # read back through the TLS listener by name, with kdstream's context (hostname checks,
+    # TLS <= 1.2 as the listener offers 1.3 too): the certificate holds DNS:localhost too
     port = tls_replayed.url.rsplit(":", 1)[1]
-    context = ssl.create_default_context(cafile=str(sasl_cluster.tls_ca_file))
+    context = kafka_ssl_context(str(sasl_cluster.tls_ca_file))
+    assert context.maximum_version == ssl.TLSVersion.TLSv1_2
     consumer = KafkaConsumer(
         bootstrap_servers=f"localhost:{port}", enable_auto_commit=False,
         security_protocol="SSL", ssl_context=context, consumer_timeout_ms=3000,
