@@ -167,24 +167,30 @@ def test_local_cluster_sasl_config_keeps_the_password_private(sasl_cluster: Clus
     assert LocalClusterConfig().kafka_sasl_bootstrap is None  # default: no SASL listener
 
 
+def _event_keys(prefix: str, **security: object) -> list[str]:
+    """Every record key of the ``<prefix>.events`` topic, read from the beginning with a
+    consumer built from ``security`` (bootstrap and security arguments)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(enable_auto_commit=False, consumer_timeout_ms=3000, **security)
+    try:
+        parts = [TopicPartition(f"{prefix}.events", p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        return [r.key.decode() for r in consumer]
+    finally:
+        consumer.close()
+
+
 def test_replay_over_sasl_delivers_every_event(
     replayed: Replayed, sasl_cluster: ClusterInfo
 ) -> None:
-    from kafka import KafkaConsumer, TopicPartition
-
     # read back through the SASL listener with the other mechanism, PLAIN
-    consumer = KafkaConsumer(
-        bootstrap_servers=sasl_cluster.kafka_sasl_bootstrap, enable_auto_commit=False,
-        security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
-        sasl_plain_username=USER, sasl_plain_password=PASSWORD, consumer_timeout_ms=3000,
+    keys = _event_keys(
+        replayed.prefix,
+        bootstrap_servers=sasl_cluster.kafka_sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN", sasl_plain_username=USER, sasl_plain_password=PASSWORD,
     )  # fmt: skip
-    try:
-        parts = [TopicPartition(f"{replayed.prefix}.events", p) for p in range(PARTITIONS)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        keys = [r.key.decode() for r in consumer]
-    finally:
-        consumer.close()
     assert len(keys) == N_EVENTS
     assert set(keys) == replayed.users
 
@@ -263,24 +269,15 @@ def test_the_tls_listener_offers_1_3_and_kdstream_speaks_1_2(
 def test_replay_over_tls_delivers_every_event(
     tls_replayed: Replayed, sasl_cluster: ClusterInfo
 ) -> None:
-    from kafka import KafkaConsumer, TopicPartition
-
     # read back through the TLS listener by name, with kdstream's context (hostname checks,
     # TLS <= 1.2 as the listener offers 1.3 too): the certificate holds DNS:localhost too
     port = tls_replayed.url.rsplit(":", 1)[1]
     context = kafka_ssl_context(str(sasl_cluster.tls_ca_file))
     assert context.maximum_version == ssl.TLSVersion.TLSv1_2
-    consumer = KafkaConsumer(
-        bootstrap_servers=f"localhost:{port}", enable_auto_commit=False,
-        security_protocol="SSL", ssl_context=context, consumer_timeout_ms=3000,
+    keys = _event_keys(
+        tls_replayed.prefix,
+        bootstrap_servers=f"localhost:{port}", security_protocol="SSL", ssl_context=context,
     )  # fmt: skip
-    try:
-        parts = [TopicPartition(f"{tls_replayed.prefix}.events", p) for p in range(PARTITIONS)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        keys = [r.key.decode() for r in consumer]
-    finally:
-        consumer.close()
     assert len(keys) == N_EVENTS
     assert set(keys) == tls_replayed.users
 
