@@ -340,6 +340,10 @@ def test_dockerfile_installs_every_package_folder() -> None:
     assert folders <= copied, f"Dockerfile does not copy {sorted(folders - copied)}"
     readme = pyproject["project"].get("readme")
     assert {"pyproject.toml", readme} <= copied_files
+    # the student's compiled step: its build script, and a compiler in the build stage
+    assert {"setup.py", "MANIFEST.in"} <= copied_files
+    assert re.search(r"apt-get install .*\bgcc\b", runs), "the build stage needs a C compiler"
+    assert "import kdstream.student._kernel" in runs, "the build must check the step compiled"
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
