@@ -758,14 +758,24 @@ def _kafka_cmd(cfg: LocalClusterConfig, jar_dir: Path, main: list[str]) -> list[
     ]
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid`` it never starts with ``-``, which the
+    storage tool's argument parser would read as an option (1 draw in 64).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(cfg: LocalClusterConfig, jar_dir: Path, props: Path) -> None:
     data = cfg.kafka_dir / "data"
     if (data / "meta.properties").exists():
         return
-    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
-    cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
     cmd = _kafka_cmd(cfg, jar_dir, ["kafka.tools.StorageTool", "format"])
-    cmd += ["-t", cluster_id, "-c", str(props.resolve())]
+    cmd += [f"--cluster-id={new_cluster_id()}", "-c", str(props.resolve())]
     for user, password in sorted((cfg.sasl_users or {}).items()):
         cmd += ["--add-scram", f"SCRAM-SHA-256=[name={user},password={password}]"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)

@@ -16,6 +16,7 @@ from kdstream.local_cluster import (
     _server_properties,
     local_down,
     local_status,
+    new_cluster_id,
 )
 from kdstream.stream._kafka_admin import TopicSpec, bootstrap_servers, default_topics
 from kdstream.stream._kafka_producer import KafkaEventProducer, available_compressions
@@ -95,6 +96,14 @@ def test_server_properties_and_pom(tmp_path: Path) -> None:
     pom = _pom(KAFKA_VERSION)
     assert f"<version>{KAFKA_VERSION}</version>" in pom
     assert "log4j-slf4j-impl" in pom
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first draw encodes to "-" + ...: the storage tool would take it for an option.
+    draws = iter([b"\xf8" + bytes(15), bytes(16)])
+    monkeypatch.setattr("kdstream.local_cluster.os.urandom", lambda n: next(draws))
+    cluster_id = new_cluster_id()
+    assert cluster_id == "A" * 22
 
 
 def test_down_and_status_of_a_cluster_that_never_ran(tmp_path: Path) -> None:

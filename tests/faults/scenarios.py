@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -261,6 +262,17 @@ class Processor:
         return self.log_path.read_text(errors="replace")
 
 
+def wait_assigned(procs: list[Processor], timeout: float = 90) -> bool:
+    """Block until each processor's latest ``assigned partitions`` log line is non-empty."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = [re.findall(r"assigned partitions (\[.*?\])", p.log())[-1:] for p in procs]
+        if all(found and found[0] != "[]" for found in latest):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def kill_all() -> None:
     """SIGKILL every processor a scenario left running (after a failure)."""
     for p in list(Processor.live):
@@ -468,6 +480,9 @@ def scenario_kill_mid_rebalance(
         b.kill()
         at_kill = counts(cluster, prefix, topics)["applied"]
         recovery = wait_progress(cluster, prefix, topics, at_kill + int(rate))
+        # the group may settle after the store moved on (b's session still running out):
+        # keep the load up until both survivors hold partitions, then two more seconds
+        wait_assigned([a, c])
         time.sleep(2)
     finally:
         load.finish()
