@@ -10,7 +10,12 @@ setup(
     ext_modules=[
         Extension(
             "kdstream.student._kernel",
-            sources=["student/_kernel.c", "student/_kernel_base.c", "student/_kernel_avx2.c"],
+            sources=[
+                "student/_kernel.c",
+                "student/_kernel_base.c",
+                "student/_kernel_avx2.c",
+                "student/_kernel_seen.c",
+            ],
             depends=["student/_kernel.h", "student/_kernel_body.h"],
             # Reassociation lets dot products vectorise; no -ffinite-math-only: -inf marks
             # padding and masked logits, so isfinite() must stay a real test.

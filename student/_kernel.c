@@ -141,9 +141,90 @@ static PyObject *kd_contexts(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Seen pairs (see _kernel_seen.c and student/_seen.py, which checks dtypes, bounds and room).
+ * The GIL stays held: a reader thread never sees a half-made insert. */
+static int seen_set(SeenSet *s, Py_buffer *slots, Py_buffer *keys, Py_buffer *next,
+                    Py_buffer *head, Py_buffer *count, long long n) {
+    s->slots = slots->buf;
+    s->cap = slots->len / (Py_ssize_t)sizeof(int64_t);
+    s->keys = keys->buf;
+    s->next = next ? next->buf : NULL;
+    s->head = head ? head->buf : NULL;
+    s->count = count ? count->buf : NULL;
+    s->n = n;
+    if (s->cap <= 0 || (s->cap & (s->cap - 1)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "seen slots: the length must be a power of two");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *kd_seen_add_py(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer v[7];
+    memset(v, 0, sizeof(v));
+    long long n;
+    if (!PyArg_ParseTuple(args, "w*w*w*w*w*Ly*y*", &v[0], &v[1], &v[2], &v[3], &v[4], &n, &v[5],
+                          &v[6]))
+        return NULL;
+    SeenSet s;
+    long long added = -1;
+    if (seen_set(&s, &v[0], &v[1], &v[2], &v[3], &v[4], n) == 0)
+        added = kd_seen_add(&s, v[5].buf, v[6].buf, v[5].len / (Py_ssize_t)sizeof(int64_t));
+    for (int i = 0; i < 7; i++) PyBuffer_Release(&v[i]);
+    return added < 0 ? NULL : PyLong_FromLongLong(added);
+}
+
+static PyObject *kd_seen_contains_py(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer v[5];
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &v[0], &v[1], &v[2], &v[3], &v[4])) return NULL;
+    SeenSet s;
+    int ok = seen_set(&s, &v[0], &v[1], NULL, NULL, NULL, 0) == 0;
+    if (ok) kd_seen_contains(&s, v[2].buf, v[3].buf, v[2].len / (Py_ssize_t)sizeof(int64_t), v[4].buf);
+    for (int i = 0; i < 5; i++) PyBuffer_Release(&v[i]);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *kd_seen_rehash_py(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer v[2];
+    memset(v, 0, sizeof(v));
+    long long n;
+    if (!PyArg_ParseTuple(args, "w*y*L", &v[0], &v[1], &n)) return NULL;
+    SeenSet s;
+    int ok = seen_set(&s, &v[0], &v[1], NULL, NULL, NULL, n) == 0;
+    if (ok) kd_seen_rehash(&s);
+    for (int i = 0; i < 2; i++) PyBuffer_Release(&v[i]);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *kd_seen_list_py(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer v[6];
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]))
+        return NULL;
+    SeenSet s = {0};
+    s.keys = (int64_t *)v[0].buf;
+    s.next = (int64_t *)v[1].buf;
+    s.head = (int64_t *)v[2].buf;
+    long long total =
+        kd_seen_list(&s, v[3].buf, v[3].len / (Py_ssize_t)sizeof(int64_t), v[4].buf, v[5].buf);
+    for (int i = 0; i < 6; i++) PyBuffer_Release(&v[i]);
+    return PyLong_FromLongLong(total);
+}
+
 static PyMethodDef methods[] = {
     {"step", kd_step, METH_VARARGS, "One fused micro-batch step of the student (see _fused.py)."},
     {"contexts", kd_contexts, METH_VARARGS, "Events' contexts; optionally move the histories on."},
+    {"seen_add", kd_seen_add_py, METH_VARARGS, "Insert (user, item) pairs; returns how many were new."},
+    {"seen_contains", kd_seen_contains_py, METH_VARARGS, "Membership of (user, item) pairs."},
+    {"seen_rehash", kd_seen_rehash_py, METH_VARARGS, "Rebuild the slots from the entries."},
+    {"seen_list", kd_seen_list_py, METH_VARARGS, "Every seen (row, item) of some users."},
     {NULL, NULL, 0, NULL},
 };
 

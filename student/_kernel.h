@@ -39,6 +39,21 @@ typedef struct {
     int64_t n, d;
 } Slots;
 
+/* Seen pairs (_kernel_seen.c): slots (cap, a power of two, -1 = empty) index entries; entry k
+ * holds key (user << 32 | item) and the user's previous entry (-1 = none); head and count are
+ * per user. The caller keeps the load under one half and every array large enough. */
+typedef struct {
+    int64_t *slots, *keys, *next, *head, *count;
+    int64_t cap, n;
+} SeenSet;
+
+int64_t kd_seen_add(SeenSet *s, const int64_t *users, const int64_t *items, int64_t n);
+void kd_seen_contains(const SeenSet *s, const int64_t *users, const int64_t *items, int64_t n,
+                      uint8_t *out);
+void kd_seen_rehash(SeenSet *s);
+int64_t kd_seen_list(const SeenSet *s, const int64_t *users, int64_t n, int64_t *rows,
+                     int64_t *items);
+
 int kd_run_base(const Step *st);
 int kd_run_avx2(const Step *st); /* only called where the CPU has AVX2 and FMA */
 #endif
