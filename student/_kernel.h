@@ -35,7 +35,8 @@ typedef struct {
 typedef struct {
     int32_t *map;
     int64_t *rows;
-    float *g;
+    float *g;     /* (slots, d) gradients, zeroed as each slot is taken */
+    double *gd;   /* or (slots,) double gradients (the biases) */
     int64_t n, d;
 } Slots;
 

@@ -13,6 +13,8 @@ KD_INLINE int64_t slot_of(Slots *s, int64_t row) {
         k = (int32_t)s->n++;
         s->map[row] = k;
         s->rows[k] = row;
+        if (s->g) memset(s->g + (int64_t)k * s->d, 0, sizeof(float) * (size_t)s->d);
+        if (s->gd) s->gd[k] = 0.0;
     }
     return k;
 }
@@ -202,17 +204,32 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     for (int64_t j = 0; j < n_rest; j++) gbias[slot_of(bias, st->neg[j])] += g[m + j];
 }
 
-KD_INLINE void adagrad(float *table, float *acc, const Slots *s, float lr, float l2) {
-    const int64_t d = s->d;
+KD_INLINE void adagrad(float *table, float *acc, const Slots *s, float lr, float l2,
+                       const int64_t d) {
     for (int64_t k = 0; k < s->n; k++) {
+        if (k + 4 < s->n) { /* rows sit at random places in the table: fetch ahead */
+            __builtin_prefetch(table + s->rows[k + 4] * d, 1);
+            __builtin_prefetch(acc + s->rows[k + 4], 1);
+        }
         float *row = table + s->rows[k] * d;
         float *g = s->g + k * d;
+        float *a = acc + s->rows[k];
+        if (d == 32) {
+            v8f g8[4], sq = {0};
+            for (int j = 0; j < 4; j++) {
+                g8[j] = ld(g + 8 * j) + l2 * ld(row + 8 * j);
+                sq += g8[j] * g8[j];
+            }
+            *a += hsum(sq) / 32.0f;
+            const float step = lr / sqrtf(*a + KD_EPS);
+            for (int j = 0; j < 4; j++) st8(row + 8 * j, ld(row + 8 * j) - step * g8[j]);
+            continue;
+        }
         float sq = 0.0f;
         for (int64_t j = 0; j < d; j++) {
             g[j] += l2 * row[j];
             sq += g[j] * g[j];
         }
-        float *a = acc + s->rows[k];
         *a += sq / (float)d;
         const float step = lr / sqrtf(*a + KD_EPS);
         for (int64_t j = 0; j < d; j++) row[j] -= step * g[j];
@@ -248,8 +265,9 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
                   + f * (size_t)(d * (B + (B + S) + (B * L + 1))) + 64 * 32;
     Arena ar = {malloc(size), 0, size};
     if (ar.base == NULL) return -1;
-    memset(ar.base, 0, size);  /* every accumulator starts at 0 */
-    float *h = take(&ar, f * B * d), *dh = take(&ar, f * B * d), *hard = take(&ar, f * B);
+    /* the small buffers start at 0 (one memset); the per-slot gradients, most of the arena,
+     * are zeroed as their slots are taken, and h is written whole by the forward pass */
+    float *dh = take(&ar, f * B * d), *hard = take(&ar, f * B);
     float *kz = take(&ar, f * n_kd), *kpt = take(&ar, f * n_kd);
     float *kg = take(&ar, f * n_kd), *dpos = take(&ar, f * (L + 1));
     float *qnegT = take(&ar, f * S * d); /* (d, S): the negatives' vectors, transposed */
@@ -259,14 +277,16 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     int64_t *pos_ev = take(&ar, i8 * B);
     int32_t *neg32 = take(&ar, sizeof(int32_t) * (S + 1));
     double *gneg_b = take(&ar, sizeof(double) * (S + 1));
-    double *gbias = take(&ar, sizeof(double) * n_bias);
     const float **qneg = take(&ar, sizeof(float *) * (S + 1));
     const float **krows = take(&ar, sizeof(float *) * n_kd);
     int64_t *neg_slot = take(&ar, i8 * (S + 1));
-    Slots sp = {st->mapP, take(&ar, i8 * B), take(&ar, f * B * d), 0, d};
-    Slots sq = {st->mapQ, take(&ar, i8 * (B + S)), take(&ar, f * (B + S) * d), 0, d};
-    Slots sc = {st->mapC, take(&ar, i8 * (B * L + 1)), take(&ar, f * (B * L + 1) * d), 0, d};
-    Slots sb = {st->mapB, take(&ar, i8 * n_bias), NULL, 0, 1};
+    memset(ar.base, 0, ar.used);
+    float *h = take(&ar, f * B * d);
+    double *gbias = take(&ar, sizeof(double) * n_bias);
+    Slots sp = {st->mapP, take(&ar, i8 * B), take(&ar, f * B * d), NULL, 0, d};
+    Slots sq = {st->mapQ, take(&ar, i8 * (B + S)), take(&ar, f * (B + S) * d), NULL, 0, d};
+    Slots sc = {st->mapC, take(&ar, i8 * (B * L + 1)), take(&ar, f * (B * L + 1) * d), NULL, 0, d};
+    Slots sb = {st->mapB, take(&ar, i8 * n_bias), NULL, gbias, 0, 1};
 
     /* forward: query vectors h = p_u + sum_l w_l c_l, hard-loss weights */
     int any_positive = 0;
@@ -383,7 +403,33 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             add_rows2(dh + ev[i] * 32, dh + ev[i + 1] * 32, zt + i * S, zt + (i + 1) * S, qneg, S);
         for (; i < te; i++) add_rows(dh + ev[i] * d, zt + i * S, qneg, S, d);
         /* each negative's row gradient: sum over the tile's events, one read-modify-write */
-        for (int64_t j = 0; j < S; j++) {
+        int64_t j0 = 0;
+        /* d = 32: two negatives per pass, eight independent FMA chains instead of four */
+        for (; d == 32 && j0 + 2 <= S; j0 += 2) {
+            v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+            float sa = 0.0f, sb = 0.0f;
+            for (int64_t i = 0; i < te; i++) {
+                const float ga = zt[i * S + j0], gb = zt[i * S + j0 + 1];
+                const float *he = h + ev[i] * 32;
+                const v8f h0 = ld(he), h1 = ld(he + 8), h2 = ld(he + 16), h3 = ld(he + 24);
+                a0 += ga * h0; a1 += ga * h1; a2 += ga * h2; a3 += ga * h3;
+                b0 += gb * h0; b1 += gb * h1; b2 += gb * h2; b3 += gb * h3;
+                sa += ga;
+                sb += gb;
+            }
+            float *ra = gq_neg + neg_slot[j0] * 32, *rb = gq_neg + neg_slot[j0 + 1] * 32;
+            if (ra == rb) { /* the same item drawn twice: one row takes both */
+                a0 += b0; a1 += b1; a2 += b2; a3 += b3;
+            } else {
+                st8(rb, ld(rb) + b0); st8(rb + 8, ld(rb + 8) + b1);
+                st8(rb + 16, ld(rb + 16) + b2); st8(rb + 24, ld(rb + 24) + b3);
+            }
+            st8(ra, ld(ra) + a0); st8(ra + 8, ld(ra + 8) + a1);
+            st8(ra + 16, ld(ra + 16) + a2); st8(ra + 24, ld(ra + 24) + a3);
+            gneg_b[j0] += sa;
+            gneg_b[j0 + 1] += sb;
+        }
+        for (int64_t j = j0; j < S; j++) {
             float *gr = gq_neg + neg_slot[j] * d;
             double gsum = 0.0;
             if (d == 32) {
@@ -441,9 +487,9 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             dpos[l] += dot(st->C + (int64_t)c * d, dhe, d);
         }
     }
-    adagrad(st->P, st->gP, &sp, st->lr, st->l2);
-    adagrad(st->Q, st->gQ, &sq, st->lr, st->l2);
-    adagrad(st->C, st->gC, &sc, st->lr, st->l2);
+    adagrad(st->P, st->gP, &sp, st->lr, st->l2, d);
+    adagrad(st->Q, st->gQ, &sq, st->lr, st->l2, d);
+    adagrad(st->C, st->gC, &sc, st->lr, st->l2, d);
     for (int64_t k = 0; k < sb.n; k++) {
         const float g = (float)gbias[k];
         if (g == 0.0f) continue;
