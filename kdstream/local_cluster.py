@@ -758,6 +758,15 @@ def _kafka_cmd(cfg: LocalClusterConfig, jar_dir: Path, main: list[str]) -> list[
     ]
 
 
+def services_required() -> bool:
+    """Whether a local Kafka/Redis that cannot start must fail the tests that need it rather
+    than skip them: under ``CI=true`` and with ``KDSTREAM_REQUIRE_SERVICES=1`` (``make test``)."""
+    return (
+        os.environ.get("CI", "").lower() == "true"
+        or os.environ.get("KDSTREAM_REQUIRE_SERVICES") == "1"
+    )
+
+
 def new_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding.
 

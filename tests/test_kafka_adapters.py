@@ -17,6 +17,7 @@ from kdstream.local_cluster import (
     local_down,
     local_status,
     new_cluster_id,
+    services_required,
 )
 from kdstream.stream._kafka_admin import TopicSpec, bootstrap_servers, default_topics
 from kdstream.stream._kafka_producer import KafkaEventProducer, available_compressions
@@ -104,6 +105,22 @@ def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr("kdstream.local_cluster.os.urandom", lambda n: next(draws))
     cluster_id = new_cluster_id()
     assert cluster_id == "A" * 22
+
+
+@pytest.mark.parametrize(
+    ("ci", "require", "want"),
+    [(None, None, False), ("true", None, True), ("TRUE", None, True), ("false", None, False),
+     (None, "1", True), (None, "0", False)],
+)
+def test_services_are_required_under_ci_or_when_asked(
+    monkeypatch: pytest.MonkeyPatch, ci: str | None, require: str | None, want: bool
+) -> None:
+    for name, value in (("CI", ci), ("KDSTREAM_REQUIRE_SERVICES", require)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert services_required() is want
 
 
 def test_down_and_status_of_a_cluster_that_never_ran(tmp_path: Path) -> None:

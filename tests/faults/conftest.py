@@ -7,21 +7,15 @@ fails the tests; elsewhere they are skipped with the reason.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from kdstream.local_cluster import services_required
+
 from .scenarios import FaultCluster, kill_all, start_cluster, stop_cluster
-
-
-def _services_required() -> bool:
-    return (
-        os.environ.get("CI", "").lower() == "true"
-        or os.environ.get("KDSTREAM_REQUIRE_SERVICES") == "1"
-    )
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +24,7 @@ def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultClu
         cluster = start_cluster(tmp_path_factory.mktemp("kdstream-faults"))
     except Exception as exc:
         message = f"local Kafka/Redis for the fault tests did not start: {exc}"
-        if _services_required():
+        if services_required():
             pytest.fail(message)
         pytest.skip(message)
     try:

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 import pytest
 
 from kdstream.errors import KdstreamError
-from kdstream.local_cluster import ClusterInfo, LocalClusterConfig, local_down, local_up
-
-
-def _services_required() -> bool:
-    return (
-        os.environ.get("CI", "").lower() == "true"
-        or os.environ.get("KDSTREAM_REQUIRE_SERVICES") == "1"
-    )
+from kdstream.local_cluster import (
+    ClusterInfo,
+    LocalClusterConfig,
+    local_down,
+    local_up,
+    services_required,
+)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -56,13 +55,13 @@ class LiveCluster:
 @contextmanager
 def local_cluster(cfg: LocalClusterConfig, what: str) -> Iterator[ClusterInfo]:
     """``local_up(cfg)`` for a test session, wiped after; a cluster that does not start fails
-    the tests under CI (``_services_required``) and skips them elsewhere."""
+    the tests under CI (``services_required``) and skips them elsewhere."""
     try:
         info = local_up(cfg)
     except KdstreamError as exc:
         local_down(cfg)
         message = f"{what} did not start: {exc}"
-        if _services_required():
+        if services_required():
             pytest.fail(message)
         pytest.skip(message)
     try:
