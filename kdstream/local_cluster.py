@@ -85,13 +85,20 @@ class LocalClusterConfig:
         The SASL listener's port on 127.0.0.1 (used only with ``sasl_users``).
         Env: ``KDSTREAM_KAFKA_SASL_PORT``.
     tls
-        Also open an ``SSL`` (TLS, no client certificate) client listener on ``tls_port``.
-        ``up`` creates a private CA and a server certificate for ``127.0.0.1`` / ``localhost``
-        under ``home/tls`` with ``openssl`` once and reuses them; clients verify the broker
-        with ``tls_ca_file``. Env: ``KDSTREAM_LOCAL_TLS=1``.
+        Also open an ``SSL`` (TLS) client listener on ``tls_port``, without client
+        certificates unless ``tls_client_auth``. ``up`` creates a private CA and a server
+        certificate for ``127.0.0.1`` / ``localhost`` under ``home/tls`` with ``openssl`` once
+        and reuses them; clients verify the broker with ``tls_ca_file``.
+        Env: ``KDSTREAM_LOCAL_TLS=1``.
     tls_port
         The TLS listener's port on 127.0.0.1 (used only with ``tls``).
         Env: ``KDSTREAM_KAFKA_TLS_PORT``.
+    tls_client_auth
+        Mutual TLS: the SSL listener requires a client certificate signed by the local CA
+        (``ssl.client.auth=required``, the CA as a PEM truststore). ``up`` also creates one
+        such certificate, ``tls_client_cert_file`` with its key ``tls_client_key_file``, for
+        clients' ``KDSTREAM_KAFKA_SSL_CERTFILE`` / ``KDSTREAM_KAFKA_SSL_KEYFILE``. Needs
+        ``tls``. Env: ``KDSTREAM_LOCAL_TLS_CLIENT_AUTH=1``.
 
     Examples
     --------
@@ -112,6 +119,7 @@ class LocalClusterConfig:
     sasl_port: int = 9094
     tls: bool = False
     tls_port: int = 9095
+    tls_client_auth: bool = False
 
     def __post_init__(self) -> None:
         ports = {
@@ -127,6 +135,12 @@ class LocalClusterConfig:
             raise ConfigError(f"tls must be a bool, got {self.tls!r}")
         if self.tls:
             ports["tls_port"] = self.tls_port
+        if not isinstance(self.tls_client_auth, bool):
+            raise ConfigError(f"tls_client_auth must be a bool, got {self.tls_client_auth!r}")
+        if self.tls_client_auth and not self.tls:
+            raise ConfigError(
+                "tls_client_auth needs the TLS listener: set tls=True (KDSTREAM_LOCAL_TLS=1)"
+            )
         for name, port in ports.items():
             if not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ConfigError(f"{name} must be an int in 1..65535, got {port!r}")
@@ -160,6 +174,7 @@ class LocalClusterConfig:
             ("KDSTREAM_LOCAL_SASL_USERS", "sasl_users", _parse_sasl_users),
             ("KDSTREAM_LOCAL_TLS", "tls", _parse_bool),
             ("KDSTREAM_KAFKA_TLS_PORT", "tls_port", int),
+            ("KDSTREAM_LOCAL_TLS_CLIENT_AUTH", "tls_client_auth", _parse_bool),
         ):
             raw = env.get(var)
             if raw:
@@ -202,6 +217,16 @@ class LocalClusterConfig:
     def tls_ca_file(self) -> Path | None:
         """The CA certificate (PEM) that verifies the TLS listener, when ``tls`` is on."""
         return self.tls_dir / "ca.pem" if self.tls else None
+
+    @property
+    def tls_client_cert_file(self) -> Path | None:
+        """A client certificate (PEM) the listener accepts, when ``tls_client_auth`` is on."""
+        return self.tls_dir / "client.pem" if self.tls_client_auth else None
+
+    @property
+    def tls_client_key_file(self) -> Path | None:
+        """The unencrypted key of ``tls_client_cert_file``, when ``tls_client_auth`` is on."""
+        return self.tls_dir / "client-key.pem" if self.tls_client_auth else None
 
     @property
     def tls_keystore(self) -> Path:
@@ -251,6 +276,9 @@ class ClusterInfo:
         ``host:port`` of the SSL listener (None without ``tls``).
     tls_ca_file
         The CA certificate clients pass as ``KDSTREAM_KAFKA_SSL_CAFILE`` (None without ``tls``).
+    tls_client_cert_file, tls_client_key_file
+        The client certificate and key clients pass as ``KDSTREAM_KAFKA_SSL_CERTFILE`` /
+        ``KDSTREAM_KAFKA_SSL_KEYFILE`` (None without ``tls_client_auth``).
     """
 
     kafka_url: str
@@ -263,6 +291,8 @@ class ClusterInfo:
     kafka_sasl_bootstrap: str | None = None
     kafka_tls_bootstrap: str | None = None
     tls_ca_file: Path | None = None
+    tls_client_cert_file: Path | None = None
+    tls_client_key_file: Path | None = None
 
 
 _SASL_USER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -574,7 +604,7 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
         # Kafka reads a PEM keystore file (KIP-651) holding the key and the chain; the key is
         # unencrypted PKCS#8, so neither ssl.keystore.password (refused with PEM) nor
         # ssl.key.password (required to be unset for an unencrypted key since KAFKA-12703) is
-        # set. No client certificates (ssl.client.auth stays none); inter-broker stays PLAINTEXT.
+        # set. Client certificates only with tls_client_auth; inter-broker stays PLAINTEXT.
         # TLS 1.2 and 1.3, as a real broker (Kafka 2.6+ on Java 11+) offers by default: under
         # TLS 1.3 the JVM sends its session ticket after the handshake, and kafka-python
         # (2.3.x) closes a connection that turns readable with no request in flight ("Socket
@@ -585,6 +615,13 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
             "listener.name.ssl.ssl.keystore.location": str(cfg.tls_keystore.resolve()),
             "listener.name.ssl.ssl.protocol": "TLSv1.3",
             "listener.name.ssl.ssl.enabled.protocols": "TLSv1.2,TLSv1.3",
+        })  # fmt: skip
+    if cfg.tls_client_auth and cfg.tls_ca_file is not None:
+        # the CA file itself is the truststore: a PEM truststore (KIP-651) takes no password
+        props.update({
+            "listener.name.ssl.ssl.client.auth": "required",
+            "listener.name.ssl.ssl.truststore.type": "PEM",
+            "listener.name.ssl.ssl.truststore.location": str(cfg.tls_ca_file.resolve()),
         })  # fmt: skip
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
@@ -609,6 +646,12 @@ basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
 extendedKeyUsage = serverAuth
 subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid,issuer
+[client]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid,issuer
 """
@@ -664,13 +707,34 @@ def _cert_valid_for(path: Path, seconds: int) -> bool:
     return proc.returncode == 0
 
 
+def _issue_cert(d: Path, cnf: Path, key: Path, pem: Path, subject: str, extensions: str) -> None:
+    """A new key and a certificate for it signed by the CA in ``d`` (``ca.pem``/``ca.key``)."""
+    _new_key(key, d)
+    csr = d / f"{pem.stem}.csr"
+    _run_openssl(
+        ["req", "-new", "-key", key.name, "-subj", subject, "-config", cnf.name,
+         "-out", csr.name],
+        d,
+    )  # fmt: skip
+    _run_openssl(
+        ["x509", "-req", "-in", csr.name, "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-sha256",
+         "-days", str(_SERVER_DAYS), "-extfile", cnf.name, "-extensions", extensions,
+         "-out", pem.name],
+        d,
+    )  # fmt: skip
+    csr.unlink(missing_ok=True)
+
+
 def ensure_tls_files(cfg: LocalClusterConfig, log: _LogFn | None = None) -> Path:
     """Create the local CA and the broker's certificate under ``cfg.tls_dir`` unless they exist.
 
     Files: ``ca.key``/``ca.pem`` (the CA, 10 years), ``server.key``/``server.pem`` (for
     ``IP:127.0.0.1`` and ``DNS:localhost``, 825 days, renewed when it has less than a day
-    left) and ``server-keystore.pem`` (the key, then the chain: Kafka's PEM keystore). Keys
-    and the keystore are readable by the owner only. Returns the CA certificate's path.
+    left) and ``server-keystore.pem`` (the key, then the chain: Kafka's PEM keystore). With
+    ``tls_client_auth`` also ``client-key.pem``/``client.pem``, a client certificate
+    (``extendedKeyUsage=clientAuth``, 825 days, renewed like the server's). Keys and the
+    keystore are readable by the owner only. Returns the CA certificate's path.
     """
     d = cfg.tls_dir
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -681,6 +745,12 @@ def ensure_tls_files(cfg: LocalClusterConfig, log: _LogFn | None = None) -> Path
     server_key, server_pem = d / "server.key", d / "server.pem"
     keystore = cfg.tls_keystore
     renew_server = not (keystore.exists() and _cert_valid_for(server_pem, 86_400))
+    client_key, client_pem = cfg.tls_client_key_file, cfg.tls_client_cert_file
+    renew_client = (
+        client_key is not None
+        and client_pem is not None
+        and not (client_key.exists() and _cert_valid_for(client_pem, 86_400))
+    )
     if not (ca_key.exists() and _cert_valid_for(ca_pem, 86_400)):
         if log:
             log(f"creating a local TLS CA in {d} (once)")
@@ -691,30 +761,24 @@ def ensure_tls_files(cfg: LocalClusterConfig, log: _LogFn | None = None) -> Path
              "-out", ca_pem.name],
             d,
         )  # fmt: skip
-        renew_server = True  # a new CA: the old server certificate no longer chains to it
+        # a new CA: the old certificates no longer chain to it
+        renew_server = True
+        renew_client = client_key is not None
     if renew_server:
         if log:
             log(f"creating the broker's TLS certificate for 127.0.0.1/localhost in {d}")
-        _new_key(server_key, d)
-        csr = d / "server.csr"
-        _run_openssl(
-            ["req", "-new", "-key", server_key.name, "-subj", "/CN=localhost",
-             "-config", cnf.name, "-out", csr.name],
-            d,
-        )  # fmt: skip
-        _run_openssl(
-            ["x509", "-req", "-in", csr.name, "-CA", ca_pem.name, "-CAkey", ca_key.name,
-             "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-sha256",
-             "-days", str(_SERVER_DAYS), "-extfile", cnf.name, "-extensions", "server",
-             "-out", server_pem.name],
-            d,
-        )  # fmt: skip
-        csr.unlink(missing_ok=True)
+        _issue_cert(d, cnf, server_key, server_pem, "/CN=localhost", "server")
         tmp = keystore.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
         tmp.touch(mode=0o600)
         tmp.write_text(server_key.read_text() + server_pem.read_text() + ca_pem.read_text())
         tmp.replace(keystore)  # whole or absent: a later start never reads half a keystore
+    if renew_client and client_key is not None and client_pem is not None:
+        if log:
+            log(f"creating a TLS client certificate for mutual TLS in {d}")
+        # no old certificate beside a new key: an interrupted renewal is redone at next start
+        client_pem.unlink(missing_ok=True)
+        _issue_cert(d, cnf, client_key, client_pem, "/CN=kdstream local client", "client")
     return ca_pem
 
 
@@ -954,6 +1018,8 @@ def local_up(cfg: LocalClusterConfig, log: _LogFn | None = None) -> ClusterInfo:
         kafka_sasl_bootstrap=cfg.kafka_sasl_bootstrap,
         kafka_tls_bootstrap=cfg.kafka_tls_bootstrap,
         tls_ca_file=cfg.tls_ca_file,
+        tls_client_cert_file=cfg.tls_client_cert_file,
+        tls_client_key_file=cfg.tls_client_key_file,
     )
 
 
@@ -982,6 +1048,10 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
 def local_status(cfg: LocalClusterConfig) -> dict[str, Any]:
     """Whether each service's process is alive and answering, with pids, URLs, logs and RSS."""
     kafka_pid = _read_pid(cfg.home / "kafka.pid")
@@ -993,6 +1063,8 @@ def local_status(cfg: LocalClusterConfig) -> dict[str, Any]:
             "sasl_url": f"kafka://{cfg.kafka_sasl_bootstrap}" if cfg.kafka_sasl_bootstrap else None,
             "tls_url": f"kafka://{cfg.kafka_tls_bootstrap}" if cfg.kafka_tls_bootstrap else None,
             "tls_ca_file": str(cfg.tls_ca_file) if cfg.tls_ca_file else None,
+            "tls_client_cert_file": _str_or_none(cfg.tls_client_cert_file),
+            "tls_client_key_file": _str_or_none(cfg.tls_client_key_file),
             "pid": kafka_pid,
             "alive": kafka_pid is not None,
             "answering": kafka_ready(cfg.kafka_bootstrap, timeout=2.0),

@@ -10,7 +10,10 @@ timeout, whose failure is raised as a :class:`~kdstream.errors.ServiceError` tha
 TLS (``SSL`` / ``SASL_SSL``) is checked the same way: a broker certificate the client's CA
 does not verify raises a bare ``ssl.SSLCertVerificationError`` traceback from deep inside
 kafka-python, and a TLS client pointed at a plaintext port sees only ``NoBrokersAvailable``;
-both are reported as "Kafka TLS ... failed" with the reason and the CA file to check.
+both are reported as "Kafka TLS ... failed" with the reason and the CA file to check. A broker
+that requires a client certificate (mutual TLS) answers a client without one, or with one it does
+not trust, with a bare TLS alert ("SSLV3_ALERT_BAD_CERTIFICATE"); that is reported as the missing
+``kafka_ssl_certfile`` / ``kafka_ssl_keyfile``, or as the rejected certificate file.
 
 :func:`kafka_ssl_context` builds the one TLS context every kafka-python client gets: TLS 1.3
 is off by default, as kafka-python (2.3.x) drops a TLS 1.3 connection when the broker's
@@ -33,6 +36,17 @@ from ._kafka_admin import bootstrap_servers
 _AUTH_MARKERS = ("SaslAuthenticationFailed", "Authentication failed", "UnsupportedSaslMechanism")
 #: kafka-python's warning when the peer drops the connection mid-handshake (not a TLS port?)
 _TLS_CLOSED_MARKER = "SSL connection closed by server during handshake"
+#: TLS alerts a broker sends when it requires a client certificate and gets none (Java sends
+#: bad_certificate under TLS 1.2 and 1.3; TLS 1.3 defines certificate_required for it)
+_NO_CLIENT_CERT_ALERTS = frozenset({
+    "SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+})  # fmt: skip
+#: TLS alerts a broker sends about a client certificate it was given and does not accept
+_CLIENT_CERT_REJECTED_ALERTS = frozenset({
+    "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_UNKNOWN", "TLSV1_ALERT_UNKNOWN_CA",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED", "SSLV3_ALERT_CERTIFICATE_REVOKED",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+})  # fmt: skip
 
 
 class _AuthErrors(logging.Handler):
@@ -106,8 +120,9 @@ def check_kafka_login(
     "Kafka authentication failed" (user, mechanism and the broker's reason) when the broker
     rejects the login; "Kafka TLS certificate verification failed" when the CA (``ssl_cafile``,
     else the system's) does not verify the broker's certificate or its name; "Kafka TLS
-    handshake failed" for another TLS failure, such as a plaintext port; or "cannot reach
-    Kafka" for any other failure within ``timeout_s``.
+    handshake failed" for another TLS failure, such as a plaintext port, a broker that requires
+    a client certificate when ``ssl_certfile`` is unset, or one that rejects ``ssl_certfile``;
+    or "cannot reach Kafka" for any other failure within ``timeout_s``.
     """
     protocol = str((security or {}).get("security_protocol", "PLAINTEXT"))
     if not security or protocol == "PLAINTEXT":
@@ -135,7 +150,7 @@ def check_kafka_login(
         conn_log.removeHandler(handler)
         if admin is not None:
             admin.close()
-    _raise_tls_failure(servers, protocol, security.get("ssl_cafile"), error, handler.tls_closed)
+    _raise_tls_failure(servers, protocol, security, error, handler.tls_closed)
     if not protocol.startswith("SASL_"):
         if error is not None:
             raise ServiceError(
@@ -157,10 +172,15 @@ def check_kafka_login(
 
 
 def _raise_tls_failure(
-    servers: list[str], protocol: str, cafile: Any, error: Exception | None, closed: bool
+    servers: list[str],
+    protocol: str,
+    security: Mapping[str, Any],
+    error: Exception | None,
+    closed: bool,
 ) -> None:
     if protocol not in ("SSL", "SASL_SSL") or error is None:
         return
+    cafile, certfile = security.get("ssl_cafile"), security.get("ssl_certfile")
     trust = f"the CA file {cafile}" if cafile else "the system's CAs (no ssl_cafile set)"
     if isinstance(error, ssl.SSLCertVerificationError):
         # verify_message: "self-signed certificate in certificate chain", "Hostname mismatch, ..."
@@ -170,6 +190,18 @@ def _raise_tls_failure(
             f"certificate is not trusted by {trust} (KDSTREAM_KAFKA_SSL_CAFILE)"
         ) from None
     if isinstance(error, ssl.SSLError):
+        if not certfile and error.reason in _NO_CLIENT_CERT_ALERTS:
+            raise ServiceError(
+                f"Kafka TLS handshake failed at {servers}: the broker requires a client "
+                "certificate and none is set (kafka_ssl_certfile / kafka_ssl_keyfile, env "
+                f"KDSTREAM_KAFKA_SSL_CERTFILE / KDSTREAM_KAFKA_SSL_KEYFILE; {error.reason})"
+            ) from None
+        if certfile and error.reason in _CLIENT_CERT_REJECTED_ALERTS:
+            raise ServiceError(
+                f"Kafka TLS handshake failed at {servers}: the broker rejected the client "
+                f"certificate {certfile} ({error.reason}); it must be signed by a CA the broker "
+                "trusts, unexpired and made for client authentication (kafka_ssl_certfile)"
+            ) from None
         raise ServiceError(
             f"Kafka TLS handshake failed at {servers}: {error.reason or error}"
         ) from None

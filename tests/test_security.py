@@ -624,6 +624,121 @@ def test_local_tls_without_openssl_says_what_to_install(
         local_cluster.ensure_tls_files(cfg)
 
 
+def test_local_cluster_mutual_tls_properties() -> None:
+    from kdstream.local_cluster import LocalClusterConfig, _server_properties
+
+    tls_only = LocalClusterConfig(home=Path("/tmp/kd-tls-home"), tls=True)
+    assert "client.auth" not in _server_properties(tls_only)  # off: no client certificates
+    assert "truststore" not in _server_properties(tls_only)
+    assert tls_only.tls_client_cert_file is None and tls_only.tls_client_key_file is None
+    cfg = LocalClusterConfig(home=Path("/tmp/kd-tls-home"), tls=True, tls_client_auth=True)
+    props = dict(line.split("=", 1) for line in _server_properties(cfg).splitlines() if line)
+    assert props["listener.name.ssl.ssl.client.auth"] == "required"
+    # the CA file itself is the (PEM) truststore that checks the clients' certificates
+    assert props["listener.name.ssl.ssl.truststore.type"] == "PEM"
+    assert props["listener.name.ssl.ssl.truststore.location"] == "/tmp/kd-tls-home/tls/ca.pem"
+    assert not any("password" in key for key in props)  # Kafka refuses one for PEM stores
+    # only the SSL listener asks for certificates: no broker-wide ssl.client.auth
+    assert [k for k in props if "client.auth" in k] == ["listener.name.ssl.ssl.client.auth"]
+    assert cfg.tls_client_cert_file == Path("/tmp/kd-tls-home/tls/client.pem")
+    assert cfg.tls_client_key_file == Path("/tmp/kd-tls-home/tls/client-key.pem")
+
+
+def test_local_cluster_mutual_tls_from_env_and_validation() -> None:
+    from kdstream.local_cluster import LocalClusterConfig
+
+    env = {"KDSTREAM_LOCAL_TLS": "1", "KDSTREAM_LOCAL_TLS_CLIENT_AUTH": "yes"}
+    assert LocalClusterConfig.from_env(env).tls_client_auth
+    env["KDSTREAM_LOCAL_TLS_CLIENT_AUTH"] = "0"
+    assert not LocalClusterConfig.from_env(env).tls_client_auth
+    env["KDSTREAM_LOCAL_TLS_CLIENT_AUTH"] = "maybe"
+    with pytest.raises(ConfigError, match="KDSTREAM_LOCAL_TLS_CLIENT_AUTH='maybe'"):
+        LocalClusterConfig.from_env(env)
+    with pytest.raises(ConfigError, match=r"tls_client_auth needs the TLS listener.*TLS=1"):
+        LocalClusterConfig.from_env({"KDSTREAM_LOCAL_TLS_CLIENT_AUTH": "1"})
+    with pytest.raises(ConfigError, match="tls_client_auth must be a bool"):
+        LocalClusterConfig(tls=True, tls_client_auth=1)  # type: ignore[arg-type]
+
+
+def test_local_mutual_tls_client_certificate(tmp_path: Path) -> None:
+    from kdstream.local_cluster import LocalClusterConfig, ensure_tls_files
+    from kdstream.stream._kafka_auth import kafka_ssl_context
+
+    if not Path("/usr/bin/openssl").exists():
+        pytest.skip("openssl is not installed")
+    # a home made without client auth gains a client certificate, under the same CA
+    ensure_tls_files(LocalClusterConfig(home=tmp_path, tls=True))
+    tls = tmp_path / "tls"
+    before = {p.name: p.read_bytes() for p in tls.iterdir()}
+    assert "client.pem" not in before  # off: no client certificate is made
+    cfg = LocalClusterConfig(home=tmp_path, tls=True, tls_client_auth=True)
+    messages: list[str] = []
+    ca = ensure_tls_files(cfg, messages.append)
+    assert len(messages) == 1 and "client certificate" in messages[0]
+    assert {p.name: p.read_bytes() for p in tls.iterdir() if p.name in before} == before
+    cert, key = cfg.tls_client_cert_file, cfg.tls_client_key_file
+    assert cert == tls / "client.pem" and key == tls / "client-key.pem"
+    assert key.stat().st_mode & 0o077 == 0  # a private key: owner only
+    assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")  # unencrypted PKCS#8
+    verify = subprocess.run(
+        ["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(ca), str(cert)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stderr
+    server = subprocess.run(  # a client certificate, not a second server one
+        ["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(ca), str(cert)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert server.returncode != 0
+    # kdstream's client context loads the pair (kafka_ssl_certfile / kafka_ssl_keyfile)
+    kafka_ssl_context(str(ca), str(cert), str(key))
+    messages.clear()
+    ensure_tls_files(cfg, messages.append)  # a later start reuses it
+    assert messages == [] and cert.read_bytes() == (tls / "client.pem").read_bytes()
+    old = cert.read_bytes()
+    key.unlink()  # a lost key: a new client certificate, the same CA and server certificate
+    ensure_tls_files(cfg, messages.append)
+    assert len(messages) == 1 and cert.read_bytes() != old and key.exists()
+    assert (tls / "ca.pem").read_bytes() == before["ca.pem"]
+    assert cfg.tls_keystore.read_bytes() == before["server-keystore.pem"]
+    messages.clear()
+    for name in ("ca.key", "ca.pem"):  # a new CA: every certificate is made again
+        (tls / name).unlink()
+    ensure_tls_files(cfg, messages.append)
+    assert len(messages) == 3 and cert.read_bytes() != old
+
+
+def test_local_up_prints_the_client_certificate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kdstream import local_cluster
+
+    def fake_up(cfg: Any, log: Any = None) -> local_cluster.ClusterInfo:
+        return local_cluster.ClusterInfo(
+            kafka_url=cfg.kafka_url, redis_url=cfg.redis_url, kafka_bootstrap=cfg.kafka_bootstrap,
+            kafka_pid=1, redis_pid=2, home=cfg.home, already_running=False,
+            kafka_tls_bootstrap=cfg.kafka_tls_bootstrap, tls_ca_file=cfg.tls_ca_file,
+            tls_client_cert_file=cfg.tls_client_cert_file,
+            tls_client_key_file=cfg.tls_client_key_file,
+        )  # fmt: skip
+
+    monkeypatch.setattr(local_cluster, "local_up", fake_up)
+    monkeypatch.setenv("KDSTREAM_LOCAL_HOME", str(tmp_path))
+    monkeypatch.setenv("KDSTREAM_LOCAL_TLS", "1")
+    monkeypatch.delenv("KDSTREAM_KAFKA_TLS_PORT", raising=False)
+    assert cli_runtime.main(["local", "up"]) == 0
+    assert "client certificate" not in capsys.readouterr().out  # TLS alone: no such line
+    monkeypatch.setenv("KDSTREAM_LOCAL_TLS_CLIENT_AUTH", "1")
+    assert cli_runtime.main(["local", "up"]) == 0
+    out = capsys.readouterr().out
+    tls = tmp_path / "tls"
+    assert f"kafka (SSL, CA {tls / 'ca.pem'}): kafka://127.0.0.1:9095" in out
+    assert (
+        f"kafka (SSL) requires a client certificate: {tls / 'client.pem'} "
+        f"(key {tls / 'client-key.pem'})"
+    ) in out
+
+
 class _RaisingAdmin:
     """A KafkaAdminClient stand-in whose constructor fails like kafka-python does."""
 
@@ -671,6 +786,54 @@ def test_login_check_names_other_tls_failures(monkeypatch: pytest.MonkeyPatch) -
     # no TLS warning logged: an unreachable broker stays "cannot reach Kafka"
     message = _tls_login_error(monkeypatch, NoBrokersAvailable())
     assert message.startswith("cannot reach Kafka at 127.0.0.1:9 with SSL: NoBrokersAvailable")
+
+
+def _alert(reason: str) -> ssl.SSLError:
+    """The ssl.SSLError of a TLS alert from the peer, as kafka-python's handshake raises it."""
+    error = ssl.SSLError(1, f"[SSL: {reason}] {reason.lower()} (_ssl.c:1006)")
+    error.reason = reason
+    return error
+
+
+@pytest.mark.parametrize(
+    "reason", ["SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"]
+)
+def test_login_check_names_a_missing_client_certificate(
+    monkeypatch: pytest.MonkeyPatch, pem: Path, reason: str
+) -> None:
+    # what a broker with ssl.client.auth=required answers a client without a certificate
+    message = _tls_login_error(monkeypatch, _alert(reason), ssl_cafile=str(pem))
+    assert message == (
+        "Kafka TLS handshake failed at 127.0.0.1:9: the broker requires a client certificate "
+        "and none is set (kafka_ssl_certfile / kafka_ssl_keyfile, env "
+        f"KDSTREAM_KAFKA_SSL_CERTFILE / KDSTREAM_KAFKA_SSL_KEYFILE; {reason})"
+    )
+
+
+@pytest.mark.parametrize(
+    "reason", ["SSLV3_ALERT_CERTIFICATE_UNKNOWN", "SSLV3_ALERT_BAD_CERTIFICATE"]
+)
+def test_login_check_names_a_rejected_client_certificate(
+    monkeypatch: pytest.MonkeyPatch, pem: Path, reason: str
+) -> None:
+    # a certificate the broker's truststore does not verify (Java: certificate_unknown)
+    message = _tls_login_error(
+        monkeypatch, _alert(reason), ssl_cafile=str(pem), ssl_certfile=str(pem)
+    )
+    assert message.startswith(
+        f"Kafka TLS handshake failed at 127.0.0.1:9: the broker rejected the client "
+        f"certificate {pem} ({reason}); it must be signed by a CA the broker trusts"
+    )
+
+
+def test_login_check_keeps_other_alerts_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    # no client certificate and an alert about another one: no guess about client auth
+    message = _tls_login_error(monkeypatch, _alert("SSLV3_ALERT_CERTIFICATE_UNKNOWN"))
+    assert message == "Kafka TLS handshake failed at 127.0.0.1:9: SSLV3_ALERT_CERTIFICATE_UNKNOWN"
+    message = _tls_login_error(
+        monkeypatch, _alert("SSLV3_ALERT_HANDSHAKE_FAILURE"), ssl_certfile="/c.pem"
+    )
+    assert message == "Kafka TLS handshake failed at 127.0.0.1:9: SSLV3_ALERT_HANDSHAKE_FAILURE"
 
 
 # ------------------------------------------------------------------------------ TLS version cap

@@ -4,8 +4,11 @@ SCRAM-SHA-256 users) and an SSL listener (a private CA made by ``kdstream local 
 With the right password, ``kdstream replay`` delivers through the SASL listener and both
 processor engines (kafka-python and faust) learn the events; with a wrong one, each command
 fails within seconds with "Kafka authentication failed", and no password reaches any output.
-With the local CA, the same holds for the TLS listener; with an unrelated CA, each command
-fails within seconds with "Kafka TLS certificate verification failed".
+With the local CA and the local client certificate, the same holds for the TLS listener, which
+requires client certificates (mutual TLS); with an unrelated CA, each command fails within
+seconds with "Kafka TLS certificate verification failed"; without a client certificate, or with
+one the broker's CA did not sign, with "the broker requires a client certificate" or "the broker
+rejected the client certificate".
 
 The session-scoped ``sasl_cluster`` fixture starts its own local cluster (SASL and TLS on, free
 ports, a temporary home) next to the PLAINTEXT one of ``conftest.py``: one broker for both, as
@@ -52,8 +55,9 @@ def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterIn
         sasl_users={USER: PASSWORD},
         tls=True,
         tls_port=tls_port,
+        tls_client_auth=True,
     )
-    with local_cluster(cfg, "local Kafka with SASL and TLS") as info:
+    with local_cluster(cfg, "local Kafka with SASL and mutual TLS") as info:
         yield info
 
 
@@ -219,12 +223,31 @@ def test_a_wrong_password_fails_fast_with_a_clear_error(replayed: Replayed, tmp_
 
 
 # ------------------------------------------------------------------------------------- TLS
-def _tls_env(prefix: str, cafile: Path | None) -> dict[str, str]:
+def _tls_env(
+    prefix: str, cafile: Path | None, client: tuple[Path, Path] | None = None
+) -> dict[str, str]:
+    """The env of a TLS client: ``cafile`` verifies the broker, ``client`` is the
+    (certificate, key) it presents (None: no client certificate)."""
     env = _base_env(prefix)
     env["KDSTREAM_KAFKA_SECURITY_PROTOCOL"] = "SSL"
     if cafile is not None:
         env["KDSTREAM_KAFKA_SSL_CAFILE"] = str(cafile)
+    if client is not None:
+        env["KDSTREAM_KAFKA_SSL_CERTFILE"] = str(client[0])
+        env["KDSTREAM_KAFKA_SSL_KEYFILE"] = str(client[1])
     return env
+
+
+def _client_cert(cluster: ClusterInfo) -> tuple[Path, Path]:
+    """The client certificate and key ``local up`` made for the mutual-TLS listener."""
+    cert, key = cluster.tls_client_cert_file, cluster.tls_client_key_file
+    assert cert is not None and key is not None
+    return cert, key
+
+
+def _mtls_context(cluster: ClusterInfo, max_tls: str = "1.2") -> ssl.SSLContext:
+    cert, key = _client_cert(cluster)
+    return kafka_ssl_context(str(cluster.tls_ca_file), str(cert), str(key), max_tls=max_tls)
 
 
 @pytest.fixture(scope="module")
@@ -233,19 +256,22 @@ def tls_replayed(sasl_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFac
     prefix = f"t{uuid.uuid4().hex[:10]}"
     url = f"kafka://{sasl_cluster.kafka_tls_bootstrap}"
     folder = tmp_path_factory.mktemp("tls-log")
-    env = _tls_env(prefix, sasl_cluster.tls_ca_file)
+    env = _tls_env(prefix, sasl_cluster.tls_ca_file, _client_cert(sasl_cluster))
     return _replay_all(sasl_cluster, url, env, prefix, folder)
 
 
 def test_local_cluster_tls_files(sasl_cluster: ClusterInfo) -> None:
     tls = sasl_cluster.home / "tls"
     assert sasl_cluster.tls_ca_file == tls / "ca.pem"
-    for name in ("ca.key", "server.key", "server-keystore.pem"):
+    assert _client_cert(sasl_cluster) == (tls / "client.pem", tls / "client-key.pem")
+    for name in ("ca.key", "server.key", "server-keystore.pem", "client-key.pem"):
         assert (tls / name).stat().st_mode & 0o077 == 0, name  # private keys: owner only
     assert (tls / "server-keystore.pem").read_text().startswith("-----BEGIN PRIVATE KEY-----")
     props = (sasl_cluster.home / "kafka" / "server.properties").read_text()
     assert f"SSL://{sasl_cluster.kafka_tls_bootstrap}" in props
-    assert "ssl.key.password" not in props and "ssl.keystore.password" not in props
+    assert "listener.name.ssl.ssl.client.auth=required" in props
+    assert f"listener.name.ssl.ssl.truststore.location={tls / 'ca.pem'}" in props
+    assert "password" not in props  # PEM keystore and truststore: no store passwords
 
 
 @pytest.mark.parametrize(("max_tls", "version"), [("1.3", "TLSv1.3"), ("1.2", "TLSv1.2")])
@@ -258,7 +284,7 @@ def test_the_tls_listener_offers_1_3_and_kdstream_speaks_1_2(
 
     assert sasl_cluster.kafka_tls_bootstrap is not None
     host, port = sasl_cluster.kafka_tls_bootstrap.rsplit(":", 1)
-    context = kafka_ssl_context(str(sasl_cluster.tls_ca_file), max_tls=max_tls)
+    context = _mtls_context(sasl_cluster, max_tls=max_tls)
     with (
         socket.create_connection((host, int(port)), timeout=10) as raw,
         context.wrap_socket(raw, server_hostname=host) as tls,
@@ -270,9 +296,10 @@ def test_replay_over_tls_delivers_every_event(
     tls_replayed: Replayed, sasl_cluster: ClusterInfo
 ) -> None:
     # read back through the TLS listener by name, with kdstream's context (hostname checks,
-    # TLS <= 1.2 as the listener offers 1.3 too): the certificate holds DNS:localhost too
+    # TLS <= 1.2 as the listener offers 1.3 too): the certificate holds DNS:localhost too;
+    # the client certificate the listener requires, loaded by kdstream's context
     port = tls_replayed.url.rsplit(":", 1)[1]
-    context = kafka_ssl_context(str(sasl_cluster.tls_ca_file))
+    context = _mtls_context(sasl_cluster)
     assert context.maximum_version == ssl.TLSVersion.TLSv1_2
     keys = _event_keys(
         tls_replayed.prefix,
@@ -287,7 +314,7 @@ def test_both_engines_learn_through_the_tls_listener(tls_replayed: Replayed) -> 
 
 
 def _foreign_ca(folder: Path) -> Path:
-    """A self-signed CA that has nothing to do with the cluster's."""
+    """A self-signed CA that has nothing to do with the cluster's (its key: ``other-ca.key``)."""
     ca = folder / "other-ca.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
@@ -299,12 +326,14 @@ def _foreign_ca(folder: Path) -> Path:
 
 
 def test_an_unrelated_ca_fails_fast_with_a_clear_error(
-    tls_replayed: Replayed, tmp_path: Path
+    tls_replayed: Replayed, sasl_cluster: ClusterInfo, tmp_path: Path
 ) -> None:
     ca = _foreign_ca(tmp_path)
     log = tmp_path / "one.jsonl"
     log.write_bytes(b'{"user": "u1", "item": "i1", "ts": 1}\n')
-    env = _tls_env(tls_replayed.prefix, ca)
+    # with the right client certificate: only the broker's certificate is in question
+    client = _client_cert(sasl_cluster)
+    env = _tls_env(tls_replayed.prefix, ca, client)
     procs = {
         "replay": _kdstream(
             ["replay", str(log), "--broker", tls_replayed.url, "--no-progress"], env
@@ -312,7 +341,7 @@ def test_an_unrelated_ca_fails_fast_with_a_clear_error(
         "kafka": _processor(tls_replayed, "kafka", env),
         "faust": _processor(tls_replayed, "faust", env),
         # no CA file at all: the system's CAs do not know the local one either
-        "system": _processor(tls_replayed, "kafka", _tls_env(tls_replayed.prefix, None)),
+        "system": _processor(tls_replayed, "kafka", _tls_env(tls_replayed.prefix, None, client)),
     }
     for name, proc in procs.items():
         rc, _out, err = _done(proc, 45)
@@ -335,3 +364,53 @@ def test_a_tls_client_on_the_plaintext_port_says_so(
     assert rc == 2, err[-3000:]
     assert "kdstream: error: Kafka TLS handshake failed" in err, err
     assert "not a PLAINTEXT one" in err, err
+
+
+def _foreign_client_cert(folder: Path) -> tuple[Path, Path]:
+    """A client certificate (clientAuth) signed by an unrelated CA: not the broker's."""
+    ca = _foreign_ca(folder)
+    cert, key = folder / "other-client.pem", folder / "other-client-key.pem"
+    ext = folder / "client.ext"
+    ext.write_text("basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(folder / "other-client.csr"),
+         "-subj", "/CN=unrelated client"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", str(folder / "other-client.csr"), "-CA", str(ca),
+         "-CAkey", str(folder / "other-ca.key"), "-set_serial", "7", "-days", "2",
+         "-extfile", str(ext), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_mutual_tls_without_a_trusted_client_certificate_fails_with_a_clear_error(
+    tls_replayed: Replayed, sasl_cluster: ClusterInfo, tmp_path: Path
+) -> None:
+    # the broker's certificate verifies (the local CA): only the client's is in question
+    log = tmp_path / "one.jsonl"
+    log.write_bytes(b'{"user": "u1", "item": "i1", "ts": 1}\n')
+    no_cert = _tls_env(tls_replayed.prefix, sasl_cluster.tls_ca_file)
+    other = _foreign_client_cert(tmp_path)
+    foreign = _tls_env(tls_replayed.prefix, sasl_cluster.tls_ca_file, other)
+    replay = ["replay", str(log), "--broker", tls_replayed.url, "--no-progress"]
+    procs = {
+        "replay": _kdstream(replay, no_cert),
+        "kafka": _processor(tls_replayed, "kafka", no_cert),
+        "faust": _processor(tls_replayed, "faust", no_cert),
+        "foreign": _kdstream(replay, foreign),
+    }
+    for name, proc in procs.items():
+        rc, _out, err = _done(proc, 45)
+        assert rc == 2, f"{name}: rc={rc}\n{err[-3000:]}"
+        assert "Traceback" not in err, (name, err)
+        at = sasl_cluster.kafka_tls_bootstrap
+        assert f"kdstream: error: Kafka TLS handshake failed at {at}: the broker" in err, err
+        if name == "foreign":
+            assert f"the broker rejected the client certificate {other[0]}" in err, err
+        else:
+            assert "the broker requires a client certificate and none is set" in err, (name, err)
+            assert "kafka_ssl_certfile / kafka_ssl_keyfile" in err, (name, err)
