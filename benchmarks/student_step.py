@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from kdstream.student import SoftTargets, Student, StudentConfig
+from kdstream.student._fused import kernel_available
 
 
 def make_stream(n: int, n_users: int, n_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,13 +35,18 @@ def make_stream(n: int, n_users: int, n_items: int, seed: int) -> tuple[np.ndarr
 
 
 def make_batches(
-    users: np.ndarray, items: np.ndarray, n_items: int, batch: int, kd_m: int, seed: int
+    users: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    batch: int,
+    kd_m: int,
+    seed: int,
+    n_neg: int = StudentConfig().n_negatives,
 ) -> list[tuple]:
     """The step's inputs, batch by batch, prepared before the clock starts (as river's are):
     shared negatives drawn ∝ count^0.5 with their log-Q, and with ``kd_m`` the M soft labels of
     every event (a per-user table, as the learner keeps them)."""
     rng = np.random.default_rng(seed)
-    n_neg = StudentConfig().n_negatives
     counts = np.bincount(items, minlength=n_items) + 1.0
     p = counts**0.5 / (counts**0.5).sum()
     logq = np.log(n_neg * p)
@@ -64,14 +70,40 @@ def make_batches(
     return out
 
 
-def bench_student(users, items, n_items: int, batch: int, kd_m: int, seed: int) -> float:
-    st = Student(StudentConfig(dim=32, seed=seed))
+def bench_student(
+    users, items, n_items: int, batch: int, kd_m: int, seed: int, n_neg: int
+) -> float:
+    st = Student(StudentConfig(dim=32, seed=seed, n_negatives=n_neg))
     st.grow(int(users.max()) + 1, n_items)
-    batches = make_batches(users, items, n_items, batch, kd_m, seed)
+    batches = make_batches(users, items, n_items, batch, kd_m, seed, n_neg)
     start = time.perf_counter()
     for u, i, w, negs, neg_logq, pos_logq, soft in batches:
         st.learn_many(u, i, w, negs, neg_logq, pos_logq, soft=soft)
     return len(users) / (time.perf_counter() - start)
+
+
+def bench_parts(
+    users, items, n_items: int, batch: int, kd_m: int, seed: int, n_neg: int
+) -> dict[str, float]:
+    """Milliseconds per batch of each part of ``learn_many``: contexts, the step, the
+    histories' update and the seen pairs' update (clock reads between the parts)."""
+    st = Student(StudentConfig(dim=32, seed=seed, n_negatives=n_neg))
+    st.grow(int(users.max()) + 1, n_items)
+    batches = make_batches(users, items, n_items, batch, kd_m, seed, n_neg)
+    parts = dict.fromkeys(("contexts", "step", "history", "seen"), 0.0)
+    for u, i, w, negs, neg_logq, pos_logq, soft in batches:
+        t0 = time.perf_counter()
+        ctx = st.event_contexts(u, i)
+        t1 = time.perf_counter()
+        st._fused.run(st, u, i, w, negs, neg_logq, pos_logq, soft, None, ctx)
+        t2 = time.perf_counter()
+        st.hist_update(u, i, ctx)
+        t3 = time.perf_counter()
+        st.seen.add(u, i)
+        t4 = time.perf_counter()
+        for name, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            parts[name] += dt
+    return {name: round(1e3 * v / len(batches), 3) for name, v in parts.items()}
 
 
 def bench_river(users, items, n: int) -> float:
@@ -93,11 +125,24 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--negatives",
+        type=int,
+        default=StudentConfig().n_negatives,
+        help="shared negatives per batch (the student's n_negatives)",
+    )
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--parts",
+        action="store_true",
+        help="also time each part of learn_many (C step only), ms per batch",
+    )
     args = ap.parse_args()
+    if args.parts and not kernel_available():
+        ap.error("--parts times the C step's parts: it is not built or KDSTREAM_STUDENT_KERNEL=0")
     users, items = make_stream(args.events, args.users, args.items, args.seed)
-    plain = bench_student(users, items, args.items, args.batch, 0, args.seed)
-    kd = bench_student(users, items, args.items, args.batch, 50, args.seed)
+    plain = bench_student(users, items, args.items, args.batch, 0, args.seed, args.negatives)
+    kd = bench_student(users, items, args.items, args.batch, 50, args.seed, args.negatives)
     river = bench_river(users, items, min(args.river_events, args.events))
     out = {
         "kdstream_events_per_s": round(plain),
@@ -105,11 +150,16 @@ def main() -> None:
         "river_events_per_s": round(river),
         "ratio_vs_river": round(plain / river, 1),
     }
+    if args.parts:
+        for kd_m in (0, 50):
+            out[f"parts_ms_per_batch_m{kd_m}"] = bench_parts(
+                users, items, args.items, args.batch, kd_m, args.seed, args.negatives
+            )
     if args.json:
         print(json.dumps(out))
     else:
         for k, v in out.items():
-            print(f"{k:>26}: {v:,}")
+            print(f"{k:>26}: {v:,}" if not isinstance(v, dict) else f"{k:>26}: {v}")
         print(f"batch {args.batch}, dim 32, {args.events:,} events, {args.items:,} items")
 
 
