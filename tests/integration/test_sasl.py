@@ -203,9 +203,15 @@ def test_both_engines_learn_through_the_sasl_listener(replayed: Replayed) -> Non
     _engines_learn(replayed)
 
 
-def test_a_wrong_password_fails_fast_with_a_clear_error(replayed: Replayed, tmp_path: Path) -> None:
-    log = tmp_path / "one.jsonl"
+def _one_event_log(folder: Path) -> Path:
+    """A one-event JSONL log: enough to make a client connect (and fail) for real."""
+    log = folder / "one.jsonl"
     log.write_bytes(b'{"user": "u1", "item": "i1", "ts": 1}\n')
+    return log
+
+
+def test_a_wrong_password_fails_fast_with_a_clear_error(replayed: Replayed, tmp_path: Path) -> None:
+    log = _one_event_log(tmp_path)
     # PLAIN for the replay, SCRAM for the processors: both mechanisms refuse it
     procs = {
         "replay": _kdstream(
@@ -329,8 +335,7 @@ def test_an_unrelated_ca_fails_fast_with_a_clear_error(
     tls_replayed: Replayed, sasl_cluster: ClusterInfo, tmp_path: Path
 ) -> None:
     ca = _foreign_ca(tmp_path)
-    log = tmp_path / "one.jsonl"
-    log.write_bytes(b'{"user": "u1", "item": "i1", "ts": 1}\n')
+    log = _one_event_log(tmp_path)
     # with the right client certificate: only the broker's certificate is in question
     client = _client_cert(sasl_cluster)
     env = _tls_env(tls_replayed.prefix, ca, client)
@@ -355,8 +360,7 @@ def test_an_unrelated_ca_fails_fast_with_a_clear_error(
 def test_a_tls_client_on_the_plaintext_port_says_so(
     tls_replayed: Replayed, sasl_cluster: ClusterInfo, tmp_path: Path
 ) -> None:
-    log = tmp_path / "one.jsonl"
-    log.write_bytes(b'{"user": "u1", "item": "i1", "ts": 1}\n')
+    log = _one_event_log(tmp_path)
     env = _tls_env(tls_replayed.prefix, sasl_cluster.tls_ca_file)
     rc, _out, err = _done(
         _kdstream(["replay", str(log), "--broker", sasl_cluster.kafka_url], env), 45
@@ -391,8 +395,7 @@ def test_mutual_tls_without_a_trusted_client_certificate_fails_with_a_clear_erro
     tls_replayed: Replayed, sasl_cluster: ClusterInfo, tmp_path: Path
 ) -> None:
     # the broker's certificate verifies (the local CA): only the client's is in question
-    log = tmp_path / "one.jsonl"
-    log.write_bytes(b'{"user": "u1", "item": "i1", "ts": 1}\n')
+    log = _one_event_log(tmp_path)
     no_cert = _tls_env(tls_replayed.prefix, sasl_cluster.tls_ca_file)
     other = _foreign_client_cert(tmp_path)
     foreign = _tls_env(tls_replayed.prefix, sasl_cluster.tls_ca_file, other)
