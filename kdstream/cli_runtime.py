@@ -195,6 +195,11 @@ def _cmd_local(args: argparse.Namespace) -> int:
             print(f"kafka (SASL_PLAINTEXT, PLAIN/SCRAM-SHA-256): kafka://{info.kafka_sasl_bootstrap}")
         if info.kafka_tls_bootstrap:  # KDSTREAM_LOCAL_TLS=1
             print(f"kafka (SSL, CA {info.tls_ca_file}): kafka://{info.kafka_tls_bootstrap}")
+        if info.kafka_sasl_ssl_bootstrap:  # both of the above
+            print(
+                f"kafka (SASL_SSL, PLAIN/SCRAM-SHA-256, CA {info.tls_ca_file}): "
+                f"kafka://{info.kafka_sasl_ssl_bootstrap}"
+            )
         if info.tls_client_cert_file:  # KDSTREAM_LOCAL_TLS_CLIENT_AUTH=1
             print(
                 f"kafka (SSL) requires a client certificate: {info.tls_client_cert_file}"

@@ -99,6 +99,11 @@ class LocalClusterConfig:
         such certificate, ``tls_client_cert_file`` with its key ``tls_client_key_file``, for
         clients' ``KDSTREAM_KAFKA_SSL_CERTFILE`` / ``KDSTREAM_KAFKA_SSL_KEYFILE``. Needs
         ``tls``. Env: ``KDSTREAM_LOCAL_TLS_CLIENT_AUTH=1``.
+    sasl_ssl_port
+        With both ``sasl_users`` and ``tls``: a ``SASL_SSL`` listener (SASL over TLS, the usual
+        setup of managed Kafka services) on this port of 127.0.0.1, with the SASL listener's
+        users and mechanisms and the TLS listener's certificate; SASL authenticates the
+        client, so it asks for no client certificate. Env: ``KDSTREAM_KAFKA_SASL_SSL_PORT``.
 
     Examples
     --------
@@ -120,6 +125,7 @@ class LocalClusterConfig:
     tls: bool = False
     tls_port: int = 9095
     tls_client_auth: bool = False
+    sasl_ssl_port: int = 9096
 
     def __post_init__(self) -> None:
         ports = {
@@ -135,6 +141,8 @@ class LocalClusterConfig:
             raise ConfigError(f"tls must be a bool, got {self.tls!r}")
         if self.tls:
             ports["tls_port"] = self.tls_port
+            if self.sasl_users is not None:
+                ports["sasl_ssl_port"] = self.sasl_ssl_port
         if not isinstance(self.tls_client_auth, bool):
             raise ConfigError(f"tls_client_auth must be a bool, got {self.tls_client_auth!r}")
         if self.tls_client_auth and not self.tls:
@@ -175,6 +183,7 @@ class LocalClusterConfig:
             ("KDSTREAM_LOCAL_TLS", "tls", _parse_bool),
             ("KDSTREAM_KAFKA_TLS_PORT", "tls_port", int),
             ("KDSTREAM_LOCAL_TLS_CLIENT_AUTH", "tls_client_auth", _parse_bool),
+            ("KDSTREAM_KAFKA_SASL_SSL_PORT", "sasl_ssl_port", int),
         ):
             raw = env.get(var)
             if raw:
@@ -208,6 +217,12 @@ class LocalClusterConfig:
     def kafka_tls_bootstrap(self) -> str | None:
         """``127.0.0.1:<tls_port>`` when ``tls`` is on, else None."""
         return f"127.0.0.1:{self.tls_port}" if self.tls else None
+
+    @property
+    def kafka_sasl_ssl_bootstrap(self) -> str | None:
+        """``127.0.0.1:<sasl_ssl_port>`` with both ``sasl_users`` and ``tls``, else None."""
+        on = self.tls and self.sasl_users is not None
+        return f"127.0.0.1:{self.sasl_ssl_port}" if on else None
 
     @property
     def tls_dir(self) -> Path:
@@ -279,6 +294,8 @@ class ClusterInfo:
     tls_client_cert_file, tls_client_key_file
         The client certificate and key clients pass as ``KDSTREAM_KAFKA_SSL_CERTFILE`` /
         ``KDSTREAM_KAFKA_SSL_KEYFILE`` (None without ``tls_client_auth``).
+    kafka_sasl_ssl_bootstrap
+        ``host:port`` of the SASL_SSL listener (None unless both SASL and TLS are on).
     """
 
     kafka_url: str
@@ -293,6 +310,7 @@ class ClusterInfo:
     tls_ca_file: Path | None = None
     tls_client_cert_file: Path | None = None
     tls_client_key_file: Path | None = None
+    kafka_sasl_ssl_bootstrap: str | None = None
 
 
 _SASL_USER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -563,6 +581,10 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
         listeners += f",SSL://127.0.0.1:{cfg.tls_port}"
         advertised += f",SSL://127.0.0.1:{cfg.tls_port}"
         protocols += ",SSL:SSL"
+    if cfg.kafka_sasl_ssl_bootstrap is not None:
+        listeners += f",SASL_SSL://{cfg.kafka_sasl_ssl_bootstrap}"
+        advertised += f",SASL_SSL://{cfg.kafka_sasl_ssl_bootstrap}"
+        protocols += ",SASL_SSL:SASL_SSL"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -589,17 +611,11 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+    sasl_ssl = cfg.kafka_sasl_ssl_bootstrap is not None
     if cfg.sasl_users is not None:
-        # per-listener JAAS: only the SASL listener authenticates; PLAIN checks these
-        # user_<name>="<password>" entries, SCRAM the credentials `format --add-scram` stored
-        plain = " ".join(f'user_{u}="{p}"' for u, p in sorted(cfg.sasl_users.items()))
-        props.update({
-            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config":
-                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain};",
-            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config":
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-        })  # fmt: skip
+        props.update(_sasl_properties("sasl_plaintext", cfg.sasl_users))
+        if sasl_ssl:
+            props.update(_sasl_properties("sasl_ssl", cfg.sasl_users))
     if cfg.tls:
         # Kafka reads a PEM keystore file (KIP-651) holding the key and the chain; the key is
         # unencrypted PKCS#8, so neither ssl.keystore.password (refused with PEM) nor
@@ -610,12 +626,9 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
         # (2.3.x) closes a connection that turns readable with no request in flight ("Socket
         # EVENT_READ without in-flight-requests"; dpkp/kafka-python#2160, #2369). kdstream's
         # clients cap TLS at 1.2 for that (kafka_ssl_max_tls), which this listener proves.
-        props.update({
-            "listener.name.ssl.ssl.keystore.type": "PEM",
-            "listener.name.ssl.ssl.keystore.location": str(cfg.tls_keystore.resolve()),
-            "listener.name.ssl.ssl.protocol": "TLSv1.3",
-            "listener.name.ssl.ssl.enabled.protocols": "TLSv1.2,TLSv1.3",
-        })  # fmt: skip
+        props.update(_tls_properties("ssl", cfg))
+        if sasl_ssl:
+            props.update(_tls_properties("sasl_ssl", cfg))
     if cfg.tls_client_auth and cfg.tls_ca_file is not None:
         # the CA file itself is the truststore: a PEM truststore (KIP-651) takes no password
         props.update({
@@ -624,6 +637,29 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
             "listener.name.ssl.ssl.truststore.location": str(cfg.tls_ca_file.resolve()),
         })  # fmt: skip
     return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def _sasl_properties(listener: str, users: Mapping[str, str]) -> dict[str, str]:
+    """Per-listener JAAS: only SASL listeners authenticate. PLAIN checks these
+    user_<name>="<password>" entries, SCRAM the credentials `format --add-scram` stored."""
+    plain = " ".join(f'user_{u}="{p}"' for u, p in sorted(users.items()))
+    return {
+        f"listener.name.{listener}.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
+        f"listener.name.{listener}.plain.sasl.jaas.config":
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain};",
+        f"listener.name.{listener}.scram-sha-256.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    }  # fmt: skip
+
+
+def _tls_properties(listener: str, cfg: LocalClusterConfig) -> dict[str, str]:
+    """The server side of TLS on one listener: the PEM keystore, TLS 1.2 and 1.3."""
+    return {
+        f"listener.name.{listener}.ssl.keystore.type": "PEM",
+        f"listener.name.{listener}.ssl.keystore.location": str(cfg.tls_keystore.resolve()),
+        f"listener.name.{listener}.ssl.protocol": "TLSv1.3",
+        f"listener.name.{listener}.ssl.enabled.protocols": "TLSv1.2,TLSv1.3",
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -1020,6 +1056,7 @@ def local_up(cfg: LocalClusterConfig, log: _LogFn | None = None) -> ClusterInfo:
         tls_ca_file=cfg.tls_ca_file,
         tls_client_cert_file=cfg.tls_client_cert_file,
         tls_client_key_file=cfg.tls_client_key_file,
+        kafka_sasl_ssl_bootstrap=cfg.kafka_sasl_ssl_bootstrap,
     )
 
 
@@ -1052,6 +1089,10 @@ def _str_or_none(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+def _kafka_url_or_none(bootstrap: str | None) -> str | None:
+    return None if bootstrap is None else f"kafka://{bootstrap}"
+
+
 def local_status(cfg: LocalClusterConfig) -> dict[str, Any]:
     """Whether each service's process is alive and answering, with pids, URLs, logs and RSS."""
     kafka_pid = _read_pid(cfg.home / "kafka.pid")
@@ -1062,6 +1103,7 @@ def local_status(cfg: LocalClusterConfig) -> dict[str, Any]:
             "url": cfg.kafka_url,
             "sasl_url": f"kafka://{cfg.kafka_sasl_bootstrap}" if cfg.kafka_sasl_bootstrap else None,
             "tls_url": f"kafka://{cfg.kafka_tls_bootstrap}" if cfg.kafka_tls_bootstrap else None,
+            "sasl_ssl_url": _kafka_url_or_none(cfg.kafka_sasl_ssl_bootstrap),
             "tls_ca_file": str(cfg.tls_ca_file) if cfg.tls_ca_file else None,
             "tls_client_cert_file": _str_or_none(cfg.tls_client_cert_file),
             "tls_client_key_file": _str_or_none(cfg.tls_client_key_file),

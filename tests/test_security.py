@@ -562,6 +562,45 @@ def test_local_cluster_tls_listener_properties() -> None:
     assert cfg.tls_ca_file == Path("/tmp/kd-tls-home/tls/ca.pem")
 
 
+def test_local_cluster_sasl_ssl_listener_with_both_sasl_and_tls() -> None:
+    from kdstream.local_cluster import LocalClusterConfig, _server_properties, local_status
+
+    # either alone: no SASL_SSL listener
+    for alone in (LocalClusterConfig(tls=True), LocalClusterConfig(sasl_users={"kd": "pw"})):
+        assert alone.kafka_sasl_ssl_bootstrap is None
+        assert "SASL_SSL" not in _server_properties(alone)
+    cfg = LocalClusterConfig(
+        home=Path("/tmp/kd-tls-home"), sasl_users={"kd": KAFKA_PW}, sasl_port=19094,
+        tls=True, tls_port=19095, sasl_ssl_port=19096,
+    )  # fmt: skip
+    assert cfg.kafka_sasl_ssl_bootstrap == "127.0.0.1:19096"
+    props = dict(line.split("=", 1) for line in _server_properties(cfg).splitlines() if line)
+    assert props["listeners"].endswith(",SASL_SSL://127.0.0.1:19096")
+    assert "SASL_SSL://127.0.0.1:19096" in props["advertised.listeners"]
+    assert "SASL_SSL:SASL_SSL" in props["listener.security.protocol.map"]
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    # the SASL listener's users and mechanisms, the TLS listener's certificate
+    for key in ("sasl.enabled.mechanisms", "plain.sasl.jaas.config",
+                "scram-sha-256.sasl.jaas.config", "ssl.keystore.type",
+                "ssl.keystore.location", "ssl.enabled.protocols"):  # fmt: skip
+        ssl_or_sasl = "sasl_plaintext" if "sasl" in key else "ssl"
+        assert props[f"listener.name.sasl_ssl.{key}"] == props[
+            f"listener.name.{ssl_or_sasl}.{key}"
+        ], key
+    assert f'user_kd="{KAFKA_PW}"' in props["listener.name.sasl_ssl.plain.sasl.jaas.config"]
+    # SASL authenticates the client: no client certificate asked for on this listener
+    assert "listener.name.sasl_ssl.ssl.client.auth" not in props
+    status = local_status(cfg)["kafka"]
+    assert status["sasl_ssl_url"] == "kafka://127.0.0.1:19096"
+    env = {"KDSTREAM_LOCAL_TLS": "1", "KDSTREAM_LOCAL_SASL_USERS": "kd:pw",
+           "KDSTREAM_KAFKA_SASL_SSL_PORT": "19097"}  # fmt: skip
+    assert LocalClusterConfig.from_env(env).kafka_sasl_ssl_bootstrap == "127.0.0.1:19097"
+    with pytest.raises(ConfigError, match="distinct"):
+        LocalClusterConfig(sasl_users={"kd": "pw"}, tls=True, sasl_ssl_port=9092)
+    # the port matters only when the listener exists
+    assert LocalClusterConfig(tls=True, sasl_ssl_port=9092).kafka_sasl_ssl_bootstrap is None
+
+
 def test_local_cluster_tls_from_env_and_validation() -> None:
     from kdstream.local_cluster import LocalClusterConfig
 
@@ -720,6 +759,7 @@ def test_local_up_prints_the_client_certificate(
             kafka_tls_bootstrap=cfg.kafka_tls_bootstrap, tls_ca_file=cfg.tls_ca_file,
             tls_client_cert_file=cfg.tls_client_cert_file,
             tls_client_key_file=cfg.tls_client_key_file,
+            kafka_sasl_ssl_bootstrap=cfg.kafka_sasl_ssl_bootstrap,
         )  # fmt: skip
 
     monkeypatch.setattr(local_cluster, "local_up", fake_up)
@@ -737,6 +777,13 @@ def test_local_up_prints_the_client_certificate(
         f"kafka (SSL) requires a client certificate: {tls / 'client.pem'} "
         f"(key {tls / 'client-key.pem'})"
     ) in out
+    assert "SASL_SSL" not in out  # TLS without SASL users: no SASL_SSL listener
+    monkeypatch.setenv("KDSTREAM_LOCAL_SASL_USERS", "kd:pw")
+    monkeypatch.delenv("KDSTREAM_KAFKA_SASL_SSL_PORT", raising=False)
+    assert cli_runtime.main(["local", "up"]) == 0
+    out = capsys.readouterr().out
+    line = f"kafka (SASL_SSL, PLAIN/SCRAM-SHA-256, CA {tls / 'ca.pem'}): kafka://127.0.0.1:9096"
+    assert line in out
 
 
 class _RaisingAdmin:

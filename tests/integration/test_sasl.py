@@ -8,7 +8,9 @@ With the local CA and the local client certificate, the same holds for the TLS l
 requires client certificates (mutual TLS); with an unrelated CA, each command fails within
 seconds with "Kafka TLS certificate verification failed"; without a client certificate, or with
 one the broker's CA did not sign, with "the broker requires a client certificate" or "the broker
-rejected the client certificate".
+rejected the client certificate". The SASL_SSL listener (SASL over TLS, no client certificate)
+takes the SASL users over the same certificate: replay and both engines work through it, and a
+wrong password or an unrelated CA fails there too.
 
 The session-scoped ``sasl_cluster`` fixture starts its own local cluster (SASL and TLS on, free
 ports, a temporary home) next to the PLAINTEXT one of ``conftest.py``: one broker for both, as
@@ -45,7 +47,7 @@ PARTITIONS = 2
 
 @pytest.fixture(scope="session")
 def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterInfo]:
-    kafka_port, controller_port, redis_port, sasl_port, tls_port = _free_ports(5)
+    kafka_port, controller_port, redis_port, sasl_port, tls_port, sasl_ssl_port = _free_ports(6)
     cfg = LocalClusterConfig.from_env(
         home=tmp_path_factory.mktemp("kdstream-sasl"),
         kafka_port=kafka_port,
@@ -56,8 +58,9 @@ def sasl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterIn
         tls=True,
         tls_port=tls_port,
         tls_client_auth=True,
+        sasl_ssl_port=sasl_ssl_port,
     )
-    with local_cluster(cfg, "local Kafka with SASL and mutual TLS") as info:
+    with local_cluster(cfg, "local Kafka with SASL, mutual TLS and SASL_SSL") as info:
         yield info
 
 
@@ -417,3 +420,71 @@ def test_mutual_tls_without_a_trusted_client_certificate_fails_with_a_clear_erro
         else:
             assert "the broker requires a client certificate and none is set" in err, (name, err)
             assert "kafka_ssl_certfile / kafka_ssl_keyfile" in err, (name, err)
+
+
+# -------------------------------------------------------------------------------- SASL_SSL
+def _sasl_ssl_env(
+    prefix: str, password: str, cafile: Path, mechanism: str = "SCRAM-SHA-256"
+) -> dict[str, str]:
+    """SASL over TLS: the SASL client's settings plus the CA that verifies the broker."""
+    env = _env(prefix, password, mechanism)
+    env["KDSTREAM_KAFKA_SECURITY_PROTOCOL"] = "SASL_SSL"
+    env["KDSTREAM_KAFKA_SSL_CAFILE"] = str(cafile)
+    return env
+
+
+@pytest.fixture(scope="module")
+def sasl_ssl_replayed(
+    sasl_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Replayed:
+    assert sasl_cluster.kafka_sasl_ssl_bootstrap is not None and sasl_cluster.tls_ca_file
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    url = f"kafka://{sasl_cluster.kafka_sasl_ssl_bootstrap}"
+    folder = tmp_path_factory.mktemp("sasl-ssl-log")
+    env = _sasl_ssl_env(prefix, PASSWORD, sasl_cluster.tls_ca_file)
+    return _replay_all(sasl_cluster, url, env, prefix, folder)
+
+
+def test_replay_over_sasl_ssl_delivers_every_event(
+    sasl_ssl_replayed: Replayed, sasl_cluster: ClusterInfo
+) -> None:
+    # read back with the other mechanism, PLAIN, over TLS verified by the local CA alone: the
+    # listener asks for no client certificate
+    context = kafka_ssl_context(str(sasl_cluster.tls_ca_file))
+    keys = _event_keys(
+        sasl_ssl_replayed.prefix,
+        bootstrap_servers=sasl_cluster.kafka_sasl_ssl_bootstrap, security_protocol="SASL_SSL",
+        ssl_context=context, sasl_mechanism="PLAIN", sasl_plain_username=USER,
+        sasl_plain_password=PASSWORD,
+    )  # fmt: skip
+    assert len(keys) == N_EVENTS
+    assert set(keys) == sasl_ssl_replayed.users
+
+
+def test_both_engines_learn_through_the_sasl_ssl_listener(sasl_ssl_replayed: Replayed) -> None:
+    _engines_learn(sasl_ssl_replayed)
+
+
+def test_sasl_ssl_with_a_wrong_password_or_an_unrelated_ca_fails_fast(
+    sasl_ssl_replayed: Replayed, sasl_cluster: ClusterInfo, tmp_path: Path
+) -> None:
+    assert sasl_cluster.tls_ca_file is not None
+    log = _one_event_log(tmp_path)
+    prefix, url = sasl_ssl_replayed.prefix, sasl_ssl_replayed.url
+    wrong = _sasl_ssl_env(prefix, WRONG, sasl_cluster.tls_ca_file)
+    foreign = _sasl_ssl_env(prefix, PASSWORD, _foreign_ca(tmp_path))
+    replay = ["replay", str(log), "--broker", url, "--no-progress"]
+    procs = {
+        "replay, wrong password": (_kdstream(replay, wrong), "Kafka authentication failed"),
+        "kafka engine, wrong password": (
+            _processor(sasl_ssl_replayed, "kafka", wrong), "Kafka authentication failed"
+        ),
+        "replay, unrelated CA": (
+            _kdstream(replay, foreign), "Kafka TLS certificate verification failed"
+        ),
+    }
+    for name, (proc, message) in procs.items():
+        rc, _out, err = _done(proc, 45)
+        assert rc == 2, f"{name}: rc={rc}\n{err[-3000:]}"
+        assert f"kdstream: error: {message}" in err, (name, err)
+        assert "Traceback" not in err, (name, err)
