@@ -573,18 +573,16 @@ def _server_properties(cfg: LocalClusterConfig) -> str:
     listeners = f"PLAINTEXT://127.0.0.1:{k},CONTROLLER://127.0.0.1:{c}"
     advertised = f"PLAINTEXT://127.0.0.1:{k}"
     protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
-    if cfg.sasl_users is not None:
-        listeners += f",SASL_PLAINTEXT://127.0.0.1:{cfg.sasl_port}"
-        advertised += f",SASL_PLAINTEXT://127.0.0.1:{cfg.sasl_port}"
-        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
-    if cfg.tls:
-        listeners += f",SSL://127.0.0.1:{cfg.tls_port}"
-        advertised += f",SSL://127.0.0.1:{cfg.tls_port}"
-        protocols += ",SSL:SSL"
-    if cfg.kafka_sasl_ssl_bootstrap is not None:
-        listeners += f",SASL_SSL://{cfg.kafka_sasl_ssl_bootstrap}"
-        advertised += f",SASL_SSL://{cfg.kafka_sasl_ssl_bootstrap}"
-        protocols += ",SASL_SSL:SASL_SSL"
+    # the optional client listeners, each named after its security protocol
+    for protocol, bootstrap in (
+        ("SASL_PLAINTEXT", cfg.kafka_sasl_bootstrap),
+        ("SSL", cfg.kafka_tls_bootstrap),
+        ("SASL_SSL", cfg.kafka_sasl_ssl_bootstrap),
+    ):
+        if bootstrap is not None:
+            listeners += f",{protocol}://{bootstrap}"
+            advertised += f",{protocol}://{bootstrap}"
+            protocols += f",{protocol}:{protocol}"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -1101,8 +1099,8 @@ def local_status(cfg: LocalClusterConfig) -> dict[str, Any]:
         "home": str(cfg.home),
         "kafka": {
             "url": cfg.kafka_url,
-            "sasl_url": f"kafka://{cfg.kafka_sasl_bootstrap}" if cfg.kafka_sasl_bootstrap else None,
-            "tls_url": f"kafka://{cfg.kafka_tls_bootstrap}" if cfg.kafka_tls_bootstrap else None,
+            "sasl_url": _kafka_url_or_none(cfg.kafka_sasl_bootstrap),
+            "tls_url": _kafka_url_or_none(cfg.kafka_tls_bootstrap),
             "sasl_ssl_url": _kafka_url_or_none(cfg.kafka_sasl_ssl_bootstrap),
             "tls_ca_file": str(cfg.tls_ca_file) if cfg.tls_ca_file else None,
             "tls_client_cert_file": _str_or_none(cfg.tls_client_cert_file),
