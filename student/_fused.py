@@ -85,6 +85,30 @@ class FusedStep:
         )
         return out
 
+    def hist_advance(
+        self, st: Student, users: np.ndarray, items: np.ndarray, contexts: np.ndarray
+    ) -> bool:
+        """Move the users' histories past a batch from its ``(B, L)`` contexts (no second pass
+        over the histories); False where the kernel cannot take it."""
+        big_l = st.config.context_len
+        if not kernel_available() or st.hist.dtype != np.int32 or not st.hist.flags.c_contiguous:
+            return False
+        if len(users) == 0 or users.min() < 0 or users.max() >= len(st.hist):
+            return False
+        if len(items) != len(users) or items.min() < 0 or items.max() >= 2**31 - 1:
+            return False
+        ctx = np.ascontiguousarray(contexts, np.int32)
+        if ctx.shape != (len(users), big_l):
+            return False
+        _kernel.hist_advance(
+            st.hist,
+            np.ascontiguousarray(users, np.int64),
+            np.ascontiguousarray(items, np.int64),
+            ctx,
+            big_l,
+        )
+        return True
+
     def run(
         self,
         st: Student,

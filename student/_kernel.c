@@ -141,6 +141,30 @@ static PyObject *kd_contexts(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Move the users' histories past a batch whose contexts are known: a user's history after its
+ * last event of the batch is that event's context shifted by one with the event's item last.
+ * Events in stream order, so a later event of the same user overwrites an earlier one (numpy's
+ * fancy assignment leaves the order of repeated writes open). Python checks shapes and bounds. */
+static PyObject *kd_hist_advance(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer hist = {0}, users = {0}, items = {0}, ctx = {0};
+    long long L;
+    if (!PyArg_ParseTuple(args, "w*y*y*y*L", &hist, &users, &items, &ctx, &L)) return NULL;
+    const int64_t B = users.len / (Py_ssize_t)sizeof(int64_t);
+    int32_t *h = hist.buf;
+    const int32_t *c = ctx.buf;
+    const int64_t *u = users.buf, *it = items.buf;
+    if (L > 0)
+        for (int64_t e = 0; e < B; e++) {
+            int32_t *row = h + u[e] * L;
+            memcpy(row, c + e * L + 1, sizeof(int32_t) * (size_t)(L - 1));
+            row[L - 1] = (int32_t)it[e];
+        }
+    PyBuffer_Release(&hist); PyBuffer_Release(&users); PyBuffer_Release(&items);
+    PyBuffer_Release(&ctx);
+    Py_RETURN_NONE;
+}
+
 /* Seen pairs (see _kernel_seen.c and student/_seen.py, which checks dtypes, bounds and room).
  * The GIL stays held: a reader thread never sees a half-made insert. */
 static int seen_set(SeenSet *s, Py_buffer *slots, Py_buffer *keys, Py_buffer *next,
@@ -221,6 +245,7 @@ static PyObject *kd_seen_list_py(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"step", kd_step, METH_VARARGS, "One fused micro-batch step of the student (see _fused.py)."},
     {"contexts", kd_contexts, METH_VARARGS, "Events' contexts; optionally move the histories on."},
+    {"hist_advance", kd_hist_advance, METH_VARARGS, "Move the histories past a batch from its contexts."},
     {"seen_add", kd_seen_add_py, METH_VARARGS, "Insert (user, item) pairs; returns how many were new."},
     {"seen_contains", kd_seen_contains_py, METH_VARARGS, "Membership of (user, item) pairs."},
     {"seen_rehash", kd_seen_rehash_py, METH_VARARGS, "Rebuild the slots from the entries."},

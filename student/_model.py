@@ -538,10 +538,13 @@ class Student:
         big_l = self.config.context_len
         if big_l == 0 or len(users) == 0:
             return
-        if self._fused.contexts(self, users, items, update=True) is not None:
-            return
         if contexts is None:
+            # one pass computes them and moves the histories on
+            if self._fused.contexts(self, users, items, update=True) is not None:
+                return
             contexts = self.event_contexts(users, items)
+        elif self._fused.hist_advance(self, users, items, contexts):
+            return
         n = len(users)
         order = np.argsort(users, kind="stable")
         su = users[order]

@@ -121,7 +121,11 @@ def test_kernel_leaves_what_it_cannot_take_to_numpy(monkeypatch) -> None:
 
 @needs_kernel
 @pytest.mark.parametrize("context_len", [1, 4, 8])
-def test_kernel_contexts_and_histories_match_numpy(monkeypatch, context_len: int) -> None:
+@pytest.mark.parametrize("from_contexts", [False, True])
+def test_kernel_contexts_and_histories_match_numpy(
+    monkeypatch, context_len: int, from_contexts: bool
+) -> None:
+    """Histories moved in the contexts' pass, or from contexts the caller already has."""
     rng = np.random.default_rng(context_len)
     states = []
     for kernel in ("1", "0"):
@@ -133,7 +137,7 @@ def test_kernel_contexts_and_histories_match_numpy(monkeypatch, context_len: int
             users = rng.integers(0, 30, 25)
             items = rng.integers(0, 50, 25)
             seen.append(st.event_contexts(users, items))
-            st.hist_update(users, items)
+            st.hist_update(users, items, seen[-1] if from_contexts else None)
         states.append((np.concatenate(seen), st.hist.copy()))
         rng = np.random.default_rng(context_len)  # the same batches for the other path
     (ctx_k, hist_k), (ctx_n, hist_n) = states
