@@ -14,7 +14,7 @@ from ._readers import (
     read_log,
 )
 from ._replay import Producer, ReplayReport, replay
-from ._synthetic import SyntheticConfig, generate, generate_events
+from ._synthetic import SyntheticConfig, generate, generate_events, oracle_ranks
 
 __all__ = [
     "FORMATS",
@@ -34,6 +34,7 @@ __all__ = [
     "generate",
     "generate_events",
     "iter_events",
+    "oracle_ranks",
     "read_log",
     "replay",
 ]

@@ -239,7 +239,28 @@ def generate(config: SyntheticConfig | None = None) -> EventColumns:
     >>> len(cols), bool((cols.ts[1:] >= cols.ts[:-1]).all()), cols.user[0]
     (500, True, 'u0')
     """
-    cfg = config if config is not None else SyntheticConfig()
+    return _generate(config if config is not None else SyntheticConfig(), None)
+
+
+def oracle_ranks(config: SyntheticConfig | None = None) -> npt.NDArray[np.int64]:
+    """0-based rank of each scored event's item under the generator's own next-item distribution.
+
+    The stream is :func:`generate`'s for the same config (no extra random draw). An event is
+    scored as ``shared/EVALUATION.md`` scores it: positive, of a user with earlier events. The
+    oracle knows what no model sees (each session's theme, the tastes after a drift), so its
+    HR@k, ``mean(ranks < k)``, is a ceiling for every variant on this stream, not a target. It
+    ranks among the items the user has not seen yet (the generator's support), where the
+    evaluation ranks among the items the stream has shown so far: nearly the same catalogue
+    after the first few thousand events.
+    """
+    ranks: list[npt.NDArray[np.int64]] = []
+    _generate(config if config is not None else SyntheticConfig(), ranks)
+    return np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+
+
+def _generate(
+    cfg: SyntheticConfig, ranks_out: list[npt.NDArray[np.int64]] | None
+) -> EventColumns:
     rng = np.random.default_rng(cfg.seed)
     world = _World(cfg, rng)
     n, n_items, d = cfg.n_events, cfg.n_items, cfg.dim
@@ -314,7 +335,13 @@ def generate(config: SyntheticConfig | None = None) -> EventColumns:
         # einsum, not BLAS: a small product per round, where BLAS threads only add overhead
         logits = np.einsum("bd,di->bi", (cfg.sharpness * query).astype(np.float32), world.f_t)
         logits += world.log_appeal
+        had_events = n_seen[users] > 0
         items = _draw(rng, logits, seen[users])
+        if ranks_out is not None:
+            # _draw left each row's probabilities in logits: rank by them (seen items are 0)
+            p_item = logits[np.arange(len(items)), items]
+            rank = (logits > p_item[:, None]).sum(axis=1)
+            ranks_out.append(rank[~negative & had_events])
         r = rng.random(len(users))
         kinds = np.where(r < _POSITIVE_CDF[0], 0, np.where(r < _POSITIVE_CDF[1], 1, 2))
         neg_kind = len(_POSITIVE_TYPES) + (rng.random(len(users)) >= _P_SKIP)
@@ -351,4 +378,4 @@ def generate_events(config: SyntheticConfig | None = None) -> list[Event]:
     return generate(config).to_events()
 
 
-__all__ = ["SyntheticConfig", "generate", "generate_events"]
+__all__ = ["SyntheticConfig", "generate", "generate_events", "oracle_ranks"]

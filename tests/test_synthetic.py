@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from kdstream.errors import ConfigError
-from kdstream.replay import EventColumns, SyntheticConfig, generate, generate_events
+from kdstream.replay import (
+    EventColumns,
+    SyntheticConfig,
+    generate,
+    generate_events,
+    oracle_ranks,
+)
 from kdstream.stream._event import EVENT_TYPES
 
 SMALL = SyntheticConfig(n_users=300, n_items=400, n_events=20_000, drift_every=0, seed=3)
@@ -142,6 +148,26 @@ def test_no_sequential_signal_without_sequence_weights() -> None:
     seq_default, _ = _hit_rates(generate(SMALL))
     assert seq < 0.7 * seq_default
     assert seq < 1.3 * pop
+
+
+def test_oracle_ranks_every_scored_event_and_beats_the_simple_rankers(
+    small: EventColumns,
+) -> None:
+    ranks = oracle_ranks(SMALL)
+    # one rank per event the protocol scores: positive, of a user with an earlier event
+    events_before: Counter[str] = Counter()
+    scored = 0
+    for user, kind in zip(small.user.tolist(), small.type.tolist(), strict=True):
+        scored += EVENT_TYPES[kind] > 0 and events_before[user] > 0
+        events_before[user] += 1
+    assert len(ranks) == scored
+    assert ranks.min() >= 0 and ranks.max() < SMALL.n_items
+    # the generator's own distribution ranks the next item far better than the last item's
+    # followers or popularity (a ceiling for every variant on this stream)
+    seq, pop = _hit_rates(small)
+    assert (ranks < 10).mean() > max(seq, pop) + 0.05
+    # asking for the ranks draws nothing more: the stream stays generate()'s
+    np.testing.assert_array_equal(generate(SMALL).item, small.item)
 
 
 def test_popularity_is_skewed(small: EventColumns) -> None:
