@@ -49,6 +49,15 @@ def _targets(t: SoftTargets | None, n_events: int, n_items: int) -> tuple[np.nda
     return rows, items, logits, temp, alpha
 
 
+def _histories_take(st: Student, users: np.ndarray, items: np.ndarray) -> bool:
+    """Whether the kernel's history passes can take this batch (they trust their indices)."""
+    if not kernel_available() or st.hist.dtype != np.int32 or not st.hist.flags.c_contiguous:
+        return False
+    if len(users) == 0 or users.min() < 0 or users.max() >= len(st.hist):
+        return False
+    return len(items) == len(users) and items.min() >= 0 and items.max() < 2**31 - 1
+
+
 class FusedStep:
     """Scratch arrays of the kernel (row -> slot maps, all -1, and a per-item mark, all 0, between
     calls), grown with the tables."""
@@ -67,11 +76,7 @@ class FusedStep:
         """``(B, L)`` contexts of a batch (see ``Student.event_contexts``), and with ``update``
         the users' histories moved past it; None where the kernel cannot take the batch."""
         big_l = st.config.context_len
-        if not kernel_available() or st.hist.dtype != np.int32 or not st.hist.flags.c_contiguous:
-            return None
-        if len(users) == 0 or users.min() < 0 or users.max() >= len(st.hist):
-            return None
-        if len(items) != len(users) or items.min() < 0 or items.max() >= 2**31 - 1:
+        if not _histories_take(st, users, items):
             return None
         out = np.empty((len(users), big_l), np.int32)
         _kernel.contexts(
@@ -91,11 +96,7 @@ class FusedStep:
         """Move the users' histories past a batch from its ``(B, L)`` contexts (no second pass
         over the histories); False where the kernel cannot take it."""
         big_l = st.config.context_len
-        if not kernel_available() or st.hist.dtype != np.int32 or not st.hist.flags.c_contiguous:
-            return False
-        if len(users) == 0 or users.min() < 0 or users.max() >= len(st.hist):
-            return False
-        if len(items) != len(users) or items.min() < 0 or items.max() >= 2**31 - 1:
+        if not _histories_take(st, users, items):
             return False
         ctx = np.ascontiguousarray(contexts, np.int32)
         if ctx.shape != (len(users), big_l):
