@@ -66,15 +66,32 @@ def load_ml100k(path: Path) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32
     return remap(raw[:, 0]), remap(raw[:, 1]), raw[:, 2]
 
 
+def synthetic_overrides(pairs: list[str]) -> dict[str, float | int]:
+    """``KEY=VALUE`` settings of ``SyntheticConfig`` (ints stay ints)."""
+    from dataclasses import fields
+
+    from kdstream.replay import SyntheticConfig
+
+    kinds = {f.name: f.type for f in fields(SyntheticConfig)}
+    out: dict[str, float | int] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in kinds or key in ("n_events", "seed"):
+            raise SystemExit(f"--synthetic-set: expected KEY=VALUE with KEY a SyntheticConfig "
+                             f"field other than n_events and seed, got {pair!r}")
+        out[key] = int(value) if kinds[key] in ("int", int) else float(value)
+    return out
+
+
 def load_synthetic(
-    n_events: int, seed: int
+    n_events: int, seed: int, overrides: dict[str, float | int] | None = None
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], np.ndarray]:
     """The demo's synthetic stream as (users, items, ratings): 5 for positive events, 1 for
     negative ones (``skip``, ``dislike``), ids in order of first appearance."""
     from kdstream.replay import SyntheticConfig, generate
     from kdstream.stream import Event
 
-    cols = generate(SyntheticConfig(n_events=n_events, seed=seed))
+    cols = generate(SyntheticConfig(n_events=n_events, seed=seed, **(overrides or {})))
 
     def remap(ids: np.ndarray) -> npt.NDArray[np.int32]:
         index: dict[str, int] = {}
@@ -185,12 +202,18 @@ def main() -> None:
     ap.add_argument("--timing", action="store_true", help="also time a 50k fit and inference")
     ap.add_argument("--synthetic", type=int, default=None, metavar="N",
                     help="the demo's synthetic stream of N events instead of --data")
+    ap.add_argument("--synthetic-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --synthetic: a generator setting other than its default "
+                    "(repeatable), e.g. sharpness=8")
     ap.add_argument("--student", action="store_true",
                     help="also the online student's figures on the same test part")
     args = ap.parse_args()
     if args.synthetic:
-        users, items, ratings = load_synthetic(args.synthetic, args.seed)
+        overrides = synthetic_overrides(args.synthetic_set)
+        users, items, ratings = load_synthetic(args.synthetic, args.seed, overrides)
         dataset = f"synthetic ({args.synthetic} events, seed {args.seed})"
+        if overrides:
+            dataset += f", {overrides}"
     else:
         if not args.data.exists():
             raise SystemExit(f"dataset not found: {args.data}")
