@@ -1,6 +1,9 @@
 """The student's micro-batched learning step alone, against river's BiasedMF, on one core.
 
-Run: ``.venv/bin/python benchmarks/student_step.py [--json] [--events N] [--batch B]``
+Run: ``.venv/bin/python benchmarks/student_step.py [--json] [--events N] [--batch B] [--repeat R]``
+
+On a shared machine one run moves by 10% or more from the next: ``--repeat R`` runs R rounds of
+the three contenders and reports each one's median (and every run).
 
 Same fixed synthetic stream (popularity-skewed users and items) for every contender:
 kdstream's ``Student.learn_many`` with distillation off, with it on (M = 50 soft labels per
@@ -131,6 +134,12 @@ def main() -> None:
         default=StudentConfig().n_negatives,
         help="shared negatives per batch (the student's n_negatives)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of all three contenders; the figures are each one's median",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
         "--parts",
@@ -138,18 +147,30 @@ def main() -> None:
         help="also time each part of learn_many (C step only), ms per batch",
     )
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
     if args.parts and not kernel_available():
         ap.error("--parts times the C step's parts: it is not built or KDSTREAM_STUDENT_KERNEL=0")
     users, items = make_stream(args.events, args.users, args.items, args.seed)
-    plain = bench_student(users, items, args.items, args.batch, 0, args.seed, args.negatives)
-    kd = bench_student(users, items, args.items, args.batch, 50, args.seed, args.negatives)
-    river = bench_river(users, items, min(args.river_events, args.events))
-    out = {
+    runs: dict[str, list[float]] = {"plain": [], "kd": [], "river": []}
+    for _ in range(args.repeat):  # rounds interleave the contenders, so drift hits all three
+        runs["plain"].append(
+            bench_student(users, items, args.items, args.batch, 0, args.seed, args.negatives)
+        )
+        runs["kd"].append(
+            bench_student(users, items, args.items, args.batch, 50, args.seed, args.negatives)
+        )
+        runs["river"].append(bench_river(users, items, min(args.river_events, args.events)))
+    plain, kd, river = (float(np.median(runs[k])) for k in ("plain", "kd", "river"))
+    out: dict[str, object] = {
         "kdstream_events_per_s": round(plain),
         "kdstream_kd_events_per_s": round(kd),
         "river_events_per_s": round(river),
         "ratio_vs_river": round(plain / river, 1),
     }
+    if args.repeat > 1:
+        out["repeat"] = args.repeat
+        out["runs"] = {k: [round(v) for v in vs] for k, vs in runs.items()}
     if args.parts:
         for kd_m in (0, 50):
             out[f"parts_ms_per_batch_m{kd_m}"] = bench_parts(
