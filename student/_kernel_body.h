@@ -170,16 +170,16 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     const int64_t m = t->m, n = m + n_rest;
     const int64_t *cand = t->items + r * m;
     const float *tl = t->logits + r * m;
-    const float temp = t->temp[r], scale = temp * t->alpha[r];
+    const float temp = t->temp[r], scale = temp * t->alpha[r], inv_temp = 1.0f / temp;
     for (int64_t j = 0; j < m; j++) rows[j] = st->Q + cand[j] * d;
     for (int64_t j = 0; j < n_rest; j++) rows[m + j] = qneg[j];
     dots(z, rows, n, q, d);
     float zmax = -INFINITY, tmax = -INFINITY;
     for (int64_t j = 0; j < m; j++) {
         if (isfinite(tl[j])) {  /* padding on the teacher's side is left out on both */
-            z[j] = (z[j] + st->b[cand[j]]) / temp;
+            z[j] = (z[j] + st->b[cand[j]]) * inv_temp;
             if (z[j] > zmax) zmax = z[j];
-            if (tl[j] / temp > tmax) tmax = tl[j] / temp;
+            if (tl[j] * inv_temp > tmax) tmax = tl[j] * inv_temp;
         } else {
             z[j] = -INFINITY;
         }
@@ -191,14 +191,16 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
         if ((hits >> j) & 1) {
             z[m + j] = -INFINITY;  /* a negative that is a candidate takes part once */
         } else {
-            z[m + j] = (z[m + j] + st->b[item]) / temp;
+            z[m + j] = (z[m + j] + st->b[item]) * inv_temp;
             if (z[m + j] > zmax) zmax = z[m + j];
         }
     }
-    const float zs = exp_shifted(z, n, zmax);
-    for (int64_t j = 0; j < m; j++) pt[j] = tl[j] / temp;
-    const float ts = exp_shifted(pt, m, tmax);
-    for (int64_t j = 0; j < n; j++) g[j] = scale * (z[j] / zs - (j < m ? pt[j] / ts : 0.0f));
+    /* reciprocals once per row: a division per candidate costs several multiplies */
+    const float zs_inv = scale / exp_shifted(z, n, zmax);
+    for (int64_t j = 0; j < m; j++) pt[j] = tl[j] * inv_temp;
+    const float ts_inv = scale / exp_shifted(pt, m, tmax);
+    for (int64_t j = 0; j < m; j++) g[j] = z[j] * zs_inv - pt[j] * ts_inv;
+    for (int64_t j = m; j < n; j++) g[j] = z[j] * zs_inv;
     add_rows(dh, g, rows, n, d);
     for (int64_t j = 0; j < m; j++) gbias[slot_of(bias, cand[j])] += g[j];
     for (int64_t j = 0; j < n_rest; j++) gbias[slot_of(bias, st->neg[j])] += g[m + j];
@@ -465,11 +467,9 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] |= (int32_t)1 << j;
     for (int pass = 0; pass < 2; pass++) {
         const Targets *t = pass == 0 ? &st->soft : &st->trans;
+        /* no prefetch of the next row's candidates: the loop cost more than it hid */
         for (int64_t r = 0; r < t->n; r++) {
             const int64_t e = t->rows[r];
-            if (r + 1 < t->n) /* the next row's candidates: random rows of Q, fetch them early */
-                for (int64_t c = 0; c < t->m; c++)
-                    __builtin_prefetch(st->Q + t->items[(r + 1) * t->m + c] * d);
             distil(st, t, r, h + e * d, dh + e * d, &sb, gbias, kz, kpt, kg, krows, qneg, n_rest, d);
         }
     }
