@@ -61,6 +61,8 @@ KD_INLINE void axpy(float *y, float a, const float *x, int64_t d) {
 /* Lanes of a where mask is set, of b elsewhere (C has no ?: on vectors). */
 KD_INLINE v8f sel(v8i mask, v8f a, v8f b) { return (v8f)((mask & (v8i)a) | (~mask & (v8i)b)); }
 
+KD_INLINE v8f vmax(v8f a, v8f b) { return sel(a > b, a, b); }
+
 KD_INLINE v8f kd_exp8(v8f x) {
     const v8f zero = {0};
     const v8f lo = zero - 87.3365478515625f;
@@ -337,12 +339,21 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     for (int64_t t0 = 0; t0 < n_pos; t0 += TILE) {
         const int64_t te = n_pos - t0 < TILE ? n_pos - t0 : TILE;
         const int64_t *ev = pos_ev + t0;
+        float tile_max[TILE]; /* fast path: each row's largest negative logit */
         if (fast) {
-            /* zt[i] = zbase + h_i . Q_neg^T: four events x 16 negatives in eight registers */
+            /* zt[i] = zbase + h_i . Q_neg^T: four events x 16 negatives in eight registers; the
+             * event's own item masked out and the row's maximum taken while they are there */
+            const v8f ninf = (v8f){0} - INFINITY;
             for (int64_t i0 = 0; i0 < te; i0 += 4) {
                 const int64_t ni = te - i0 < 4 ? te - i0 : 4;
                 const float *hr[4];
-                for (int64_t i = 0; i < 4; i++) hr[i] = h + ev[i0 + (i < ni ? i : 0)] * 32;
+                v8i it[4];
+                v8f mx[4] = {ninf, ninf, ninf, ninf};
+                for (int64_t i = 0; i < 4; i++) {
+                    const int64_t e = ev[i0 + (i < ni ? i : 0)];
+                    hr[i] = h + e * 32;
+                    it[i] = (v8i){0} + (int32_t)st->items[e];
+                }
                 for (int64_t j0 = 0; j0 < S; j0 += 16) {
                     const v8f base0 = ld(zbase + j0), base1 = ld(zbase + j0 + 8);
                     v8f a00 = base0, a01 = base1, a10 = base0, a11 = base1;
@@ -354,12 +365,20 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
                         a20 += hr[2][k] * r0; a21 += hr[2][k] * r1;
                         a30 += hr[3][k] * r0; a31 += hr[3][k] * r1;
                     }
+                    const v8i n0 = ldi(neg32 + j0), n1 = ldi(neg32 + j0 + 8);
+                    a00 = sel(n0 == it[0], ninf, a00); a01 = sel(n1 == it[0], ninf, a01);
+                    a10 = sel(n0 == it[1], ninf, a10); a11 = sel(n1 == it[1], ninf, a11);
+                    a20 = sel(n0 == it[2], ninf, a20); a21 = sel(n1 == it[2], ninf, a21);
+                    a30 = sel(n0 == it[3], ninf, a30); a31 = sel(n1 == it[3], ninf, a31);
+                    mx[0] = vmax(mx[0], vmax(a00, a01)); mx[1] = vmax(mx[1], vmax(a10, a11));
+                    mx[2] = vmax(mx[2], vmax(a20, a21)); mx[3] = vmax(mx[3], vmax(a30, a31));
                     float *z0 = zt + (i0)*S + j0;
                     st8(z0, a00); st8(z0 + 8, a01);
                     if (ni > 1) { st8(z0 + S, a10); st8(z0 + S + 8, a11); }
                     if (ni > 2) { st8(z0 + 2 * S, a20); st8(z0 + 2 * S + 8, a21); }
                     if (ni > 3) { st8(z0 + 3 * S, a30); st8(z0 + 3 * S + 8, a31); }
                 }
+                for (int64_t i = 0; i < ni; i++) tile_max[i0 + i] = hmax(mx[i]);
             }
         } else {
             for (int64_t i = 0; i < te; i++) {
@@ -378,7 +397,10 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             const float zp = zp_all[e];
             float zmax = zp;
             int64_t j = 0;
-            if (S >= 8) {
+            if (fast) {  /* masked, and its maximum taken, with the logits */
+                j = S;
+                zmax = tile_max[i] > zp ? tile_max[i] : zp;
+            } else if (S >= 8) {
                 const v8i it8 = (v8i){0} + (int32_t)item;
                 const v8f ninf = (v8f){0} - INFINITY;
                 v8f m8 = (v8f){0} + zp;
