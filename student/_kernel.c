@@ -242,7 +242,40 @@ static PyObject *kd_seen_list_py(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(total);
 }
 
+#if defined(KD_PROFILE) && defined(__x86_64__)
+double kd_profile_cycles[KD_SECTIONS];
+#endif
+
+/* profile(): {section: cycles} summed since the last call (then cleared) in a build with
+ * -DKD_PROFILE; None in a normal build. */
+static PyObject *kd_profile(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+#if defined(KD_PROFILE) && defined(__x86_64__)
+    static const char *const names[KD_SECTIONS] = {
+        "forward", "own items", "negatives' logits", "softmax", "query gradients",
+        "negatives' gradients", "own items' gradients", "distillation", "back to users and contexts",
+        "adagrad users", "adagrad items", "adagrad contexts", "biases and the rest"};
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    for (int i = 0; i < KD_SECTIONS; i++) {
+        PyObject *v = PyFloat_FromDouble(kd_profile_cycles[i]);
+        if (v == NULL || PyDict_SetItemString(out, names[i], v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(v);
+        kd_profile_cycles[i] = 0.0;
+    }
+    return out;
+#else
+    Py_RETURN_NONE;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"profile", kd_profile, METH_NOARGS, "Cycles per section of the step (profile builds), cleared."},
     {"step", kd_step, METH_VARARGS, "One fused micro-batch step of the student (see _fused.py)."},
     {"contexts", kd_contexts, METH_VARARGS, "Events' contexts; optionally move the histories on."},
     {"hist_advance", kd_hist_advance, METH_VARARGS, "Move the histories past a batch from its contexts."},

@@ -55,6 +55,24 @@ void kd_seen_rehash(SeenSet *s);
 int64_t kd_seen_list(const SeenSet *s, const int64_t *users, int64_t n, int64_t *rows,
                      int64_t *items);
 
+/* Profile build only (CFLAGS=-DKD_PROFILE, x86-64): cycles spent in each section of the step,
+ * summed over calls; _kernel.profile() reads and clears them (benchmarks/step_profile.py). */
+#define KD_SECTIONS 13
+#if defined(KD_PROFILE) && defined(__x86_64__)
+#include <x86intrin.h>
+extern double kd_profile_cycles[KD_SECTIONS];
+#define KD_TIC_START uint64_t kd_tic_ = __rdtsc()
+#define KD_TIC(i)                                                \
+    do {                                                         \
+        const uint64_t kd_now_ = __rdtsc();                      \
+        kd_profile_cycles[i] += (double)(kd_now_ - kd_tic_);     \
+        kd_tic_ = kd_now_;                                       \
+    } while (0)
+#else
+#define KD_TIC_START ((void)0)
+#define KD_TIC(i) ((void)0)
+#endif
+
 int kd_run_base(const Step *st);
 int kd_run_avx2(const Step *st); /* only called where the CPU has AVX2 and FMA */
 #endif

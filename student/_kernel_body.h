@@ -292,6 +292,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     Slots sc = {st->mapC, take(&ar, i8 * (B * L + 1)), take(&ar, f * (B * L + 1) * d), NULL, 0, d};
     Slots sb = {st->mapB, take(&ar, i8 * n_bias), NULL, gbias, 0, 1};
 
+    KD_TIC_START;
     /* forward: query vectors h = p_u + sum_l w_l c_l, hard-loss weights */
     int any_positive = 0;
     for (int64_t e = 0; e < B; e++) {
@@ -319,6 +320,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         for (int64_t j = 0; j < S; j++) neg_slot[j] = slot_of(&sq, st->neg[j]);
     float *gq_neg = sq.g; /* the negatives hold the first S slots of Q's gradient */
 
+    KD_TIC(0);
     /* hard loss, pass 1: each event's own item; negative events take the logistic push-down,
      * positive ones are listed for the sampled softmax */
     int64_t n_pos = 0;
@@ -335,6 +337,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     }
     /* pass 2: sampled softmax over the shared negatives, TILE events at a time, so each
      * negative's vector and gradient row is read once per tile rather than once per event */
+    KD_TIC(1);
     const int fast = d == 32 && S % 16 == 0;
     for (int64_t t0 = 0; t0 < n_pos; t0 += TILE) {
         const int64_t te = n_pos - t0 < TILE ? n_pos - t0 : TILE;
@@ -389,6 +392,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
                     for (int64_t j = 0; j < S; j++) z[j] += he[k] * qnegT[k * S + j];
             }
         }
+        KD_TIC(2);
         /* softmax of each row against its positive: the event's own item is not a negative */
         for (int64_t i = 0; i < te; i++) {
             const int64_t e = ev[i];
@@ -421,11 +425,13 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             const float scale = hard[e] / denom;
             for (j = 0; j < S; j++) z[j] *= scale;
         }
+        KD_TIC(3);
         /* dh of each event: Q_neg^T times its row, two events per pass over the rows */
         int64_t i = 0;
         for (; d == 32 && i + 2 <= te; i += 2)
             add_rows2(dh + ev[i] * 32, dh + ev[i + 1] * 32, zt + i * S, zt + (i + 1) * S, qneg, S);
         for (; i < te; i++) add_rows(dh + ev[i] * d, zt + i * S, qneg, S, d);
+        KD_TIC(4);
         /* each negative's row gradient: sum over the tile's events, one read-modify-write */
         int64_t j0 = 0;
         /* d = 32: two negatives per pass, eight independent FMA chains instead of four */
@@ -474,6 +480,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             }
             gneg_b[j] += gsum;
         }
+        KD_TIC(5);
     }
     /* pass 3: the events' own items */
     for (int64_t e = 0; e < B; e++) {
@@ -485,6 +492,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     for (int64_t j = 0; j < S; j++)
         if (gneg_b[j] != 0.0) gbias[slot_of(&sb, st->neg[j])] += gneg_b[j];
 
+    KD_TIC(6);
     /* distillation: per-user labels, then item-keyed transition labels */
     for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] |= (int32_t)1 << j;
     for (int pass = 0; pass < 2; pass++) {
@@ -498,6 +506,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
 
     for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] = 0;
 
+    KD_TIC(7);
     /* back to the user and context vectors, and the position weights */
     for (int64_t e = 0; e < B; e++) {
         const float *dhe = dh + e * d;
@@ -509,9 +518,13 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             dpos[l] += dot(st->C + (int64_t)c * d, dhe, d);
         }
     }
+    KD_TIC(8);
     adagrad(st->P, st->gP, &sp, st->lr, st->l2, d);
+    KD_TIC(9);
     adagrad(st->Q, st->gQ, &sq, st->lr, st->l2, d);
+    KD_TIC(10);
     adagrad(st->C, st->gC, &sc, st->lr, st->l2, d);
+    KD_TIC(11);
     for (int64_t k = 0; k < sb.n; k++) {
         const float g = (float)gbias[k];
         if (g == 0.0f) continue;
@@ -531,6 +544,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     for (int64_t k = 0; k < sc.n; k++) st->mapC[sc.rows[k]] = -1;
     for (int64_t k = 0; k < sb.n; k++) st->mapB[sb.rows[k]] = -1;
     free(ar.base);
+    KD_TIC(12);
     return 0;
 }
 
