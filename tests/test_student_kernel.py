@@ -144,3 +144,11 @@ def test_kernel_contexts_and_histories_match_numpy(
     np.testing.assert_array_equal(ctx_k, ctx_n)
     np.testing.assert_array_equal(hist_k, hist_n)
     assert (ctx_n >= 0).any() and (ctx_n == -1).any()
+
+
+@needs_kernel
+def test_normal_build_keeps_no_section_timers() -> None:
+    """The step's timers exist only in a profile build (benchmarks/step_profile.py)."""
+    from kdstream.student._fused import _kernel
+
+    assert _kernel.profile() is None
