@@ -19,6 +19,21 @@ KD_INLINE int64_t slot_of(Slots *s, int64_t row) {
     return k;
 }
 
+/* gd[slot of row] += g for a bias (d = 1) slot map, without a branch: whether the row already
+ * has a slot is data the predictor cannot learn (distillation's candidates are new about half
+ * the time), so the new-slot case is selected, not jumped to. rows[n] is written every time and
+ * only counts once n moves past it: rows needs room for one more than the distinct rows, which
+ * step_body's n_bias leaves (the S negatives are counted twice there). */
+KD_INLINE void bias_add(Slots *s, int64_t row, double g) {
+    int32_t k = s->map[row];
+    const int fresh = k < 0;
+    k = fresh ? (int32_t)s->n : k;
+    s->map[row] = k;
+    s->rows[s->n] = row;
+    s->gd[k] = (fresh ? 0.0 : s->gd[k]) + g;
+    s->n += fresh;
+}
+
 /* Rows of the default width (d = 32) as four 8-float vectors: GCC/Clang vector extensions give
  * AVX code in the AVX2 build and SSE pairs in the baseline one, where plain loops over these
  * short rows stayed scalar. Unaligned: rows start anywhere in the tables. */
@@ -204,8 +219,8 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     for (int64_t j = 0; j < m; j++) g[j] = z[j] * zs_inv - pt[j] * ts_inv;
     for (int64_t j = m; j < n; j++) g[j] = z[j] * zs_inv;
     add_rows(dh, g, rows, n, d);
-    for (int64_t j = 0; j < m; j++) gbias[slot_of(bias, cand[j])] += g[j];
-    for (int64_t j = 0; j < n_rest; j++) gbias[slot_of(bias, st->neg[j])] += g[m + j];
+    for (int64_t j = 0; j < m; j++) bias_add(bias, cand[j], g[j]);
+    for (int64_t j = 0; j < n_rest; j++) bias_add(bias, st->neg[j], g[m + j]);
 }
 
 KD_INLINE void adagrad(float *table, float *acc, const Slots *s, float lr, float l2,
