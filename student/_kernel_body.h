@@ -178,6 +178,21 @@ KD_INLINE void add_rows2(float *restrict acc_a, float *restrict acc_b, const flo
     st8(acc_b + 16, ld(acc_b + 16) + b2); st8(acc_b + 24, ld(acc_b + 24) + b3);
 }
 
+/* s->g[slot of row] += a * x, as bias_add: no branch on whether the row has a slot yet. A new
+ * slot's gradient row is not zeroed first but masked out bit by bit (the arena's memory may
+ * hold anything, NaN included, so multiplying by zero would not do). d = 32 only. */
+KD_INLINE void slot_axpy32(Slots *s, int64_t row, float a, const float *x) {
+    int32_t k = s->map[row];
+    const int fresh = k < 0;
+    k = fresh ? (int32_t)s->n : k;
+    s->map[row] = k;
+    s->rows[s->n] = row;
+    s->n += fresh;
+    float *y = s->g + (int64_t)k * 32;
+    const v8i keep = (v8i){0} + (fresh ? 0 : -1);
+    for (int j = 0; j < 32; j += 8) st8(y + j, (v8f)((v8i)ld(y + j) & keep) + a * ld(x + j));
+}
+
 /* Distillation of one target row into the event's query gradient ``dh`` (see _distil):
  * T^2 KL(teacher_T || student_T) over the M candidates plus the first ``n_rest`` negatives,
  * times the row's alpha. ``z``, ``pt``, ``g`` hold M + n_rest floats, ``rows`` as many pointers. */
@@ -501,8 +516,11 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     for (int64_t e = 0; e < B; e++) {
         const int64_t item = st->items[e];
         axpy(dh + e * d, dzp[e], st->Q + item * d, d);
-        axpy(sq.g + slot_of(&sq, item) * d, dzp[e], h + e * d, d);
-        gbias[slot_of(&sb, item)] += dzp[e];
+        if (d == 32)
+            slot_axpy32(&sq, item, dzp[e], h + e * 32);
+        else
+            axpy(sq.g + slot_of(&sq, item) * d, dzp[e], h + e * d, d);
+        bias_add(&sb, item, dzp[e]);
     }
     for (int64_t j = 0; j < S; j++)
         if (gneg_b[j] != 0.0) gbias[slot_of(&sb, st->neg[j])] += gneg_b[j];
@@ -525,11 +543,17 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     /* back to the user and context vectors, and the position weights */
     for (int64_t e = 0; e < B; e++) {
         const float *dhe = dh + e * d;
-        axpy(sp.g + slot_of(&sp, st->users[e]) * d, 1.0f, dhe, d);
+        if (d == 32)
+            slot_axpy32(&sp, st->users[e], 1.0f, dhe);
+        else
+            axpy(sp.g + slot_of(&sp, st->users[e]) * d, 1.0f, dhe, d);
         for (int64_t l = 0; l < L; l++) {
             const int32_t c = st->ctx[e * L + l];
             if (c < 0) continue;
-            axpy(sc.g + slot_of(&sc, c) * d, st->pos_w[l], dhe, d);
+            if (d == 32)
+                slot_axpy32(&sc, c, st->pos_w[l], dhe);
+            else
+                axpy(sc.g + slot_of(&sc, c) * d, st->pos_w[l], dhe, d);
             dpos[l] += dot(st->C + (int64_t)c * d, dhe, d);
         }
     }
