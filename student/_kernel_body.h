@@ -197,7 +197,7 @@ KD_INLINE void slot_axpy32(Slots *s, int64_t row, float a, const float *x) {
  * T^2 KL(teacher_T || student_T) over the M candidates plus the first ``n_rest`` negatives,
  * times the row's alpha. ``z``, ``pt``, ``g`` hold M + n_rest floats, ``rows`` as many pointers. */
 KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *q, float *dh,
-                      Slots *bias, double *gbias, float *z, float *pt, float *g,
+                      Slots *bias, float *z, float *pt, float *g,
                       const float **rows, const float *const *qneg, int64_t n_rest, int64_t d) {
     const int64_t m = t->m, n = m + n_rest;
     const int64_t *cand = t->items + r * m;
@@ -533,7 +533,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         /* no prefetch of the next row's candidates: the loop cost more than it hid */
         for (int64_t r = 0; r < t->n; r++) {
             const int64_t e = t->rows[r];
-            distil(st, t, r, h + e * d, dh + e * d, &sb, gbias, kz, kpt, kg, krows, qneg, n_rest, d);
+            distil(st, t, r, h + e * d, dh + e * d, &sb, kz, kpt, kg, krows, qneg, n_rest, d);
         }
     }
 
