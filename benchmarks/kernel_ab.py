@@ -34,9 +34,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from student_step import make_batches, make_stream
+from student_step import ITEMS, USERS, make_batches, make_stream, new_student
 
-from kdstream.student import Student, StudentConfig, _fused
+from kdstream.student import StudentConfig, _fused
 
 
 def load_build(path: Path, tag: str) -> ModuleType:
@@ -61,19 +61,16 @@ def main() -> None:
     if not _fused.kernel_available():
         raise SystemExit("the C step is not built or KDSTREAM_STUDENT_KERNEL=0")
     builds = {"old": load_build(args.old, "kd_ab_old"), "new": load_build(args.new, "kd_ab_new")}
-    n_users, n_items = 50_000, 20_000  # student_step.py's defaults
-    users, items = make_stream(args.events, n_users, n_items, 0)
-    batches = make_batches(users, items, n_items, 1024, args.kd, 0)
-    students = {}
-    for name in builds:
-        st = Student(StudentConfig(dim=32, seed=0))
-        st.grow(n_users, n_items)
-        students[name] = st
+    users, items = make_stream(args.events, USERS, ITEMS, 0)
+    batches = make_batches(users, items, ITEMS, 1024, args.kd, 0)
+    n_neg = StudentConfig().n_negatives
+    students = {name: new_student(users, ITEMS, 0, n_neg) for name in builds}
     per = max(1, len(batches) // args.blocks)
+    n_blocks = min(args.blocks, len(batches) // per)
     seconds = dict.fromkeys(builds, 0.0)
     saved = _fused._kernel
     try:
-        for b in range(min(args.blocks, len(batches) // per)):
+        for b in range(n_blocks):
             for name in ("old", "new") if b % 2 == 0 else ("new", "old"):
                 _fused._kernel = builds[name]
                 st = students[name]
@@ -83,7 +80,7 @@ def main() -> None:
                 seconds[name] += time.perf_counter() - start
     finally:
         _fused._kernel = saved
-    n_events = sum(len(bt[0]) for bt in batches[: min(args.blocks, len(batches) // per) * per])
+    n_events = sum(len(bt[0]) for bt in batches[: n_blocks * per])
     match = all(
         np.allclose(getattr(students["old"], t), getattr(students["new"], t), rtol=1e-3, atol=1e-5)
         for t in ("P", "Q", "C", "b")

@@ -23,14 +23,13 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from student_step import make_batches, make_stream
+from student_step import ITEMS, USERS, make_batches, make_stream, new_student
 
-from kdstream.student import Student, StudentConfig, _fused
+from kdstream.student import StudentConfig, _fused
 
 
 def profile(users, items, n_items: int, kd_m: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    st = Student(StudentConfig(dim=32, seed=0))
-    st.grow(int(users.max()) + 1, n_items)
+    st = new_student(users, n_items, 0, StudentConfig().n_negatives)
     batches = make_batches(users, items, n_items, 1024, kd_m, 0)
     _fused._kernel.profile()  # clear
     for u, i, w, negs, neg_logq, pos_logq, soft in batches:
@@ -53,9 +52,8 @@ def main() -> None:
             "needs the profile build: CFLAGS=-DKD_PROFILE .venv/bin/python setup.py -q "
             "build_ext --inplace --force (x86-64)"
         )
-    n_users, n_items = 50_000, 20_000
-    users, items = make_stream(args.events, n_users, n_items, 0)
-    out = {f"m{kd}": profile(users, items, n_items, kd) for kd in (0, 50)}
+    users, items = make_stream(args.events, USERS, ITEMS, 0)
+    out = {f"m{kd}": profile(users, items, ITEMS, kd) for kd in (0, 50)}
     if args.json:
         print(json.dumps(out))
         return

@@ -27,6 +27,15 @@ import numpy as np
 from kdstream.student import SoftTargets, Student, StudentConfig
 from kdstream.student._fused import kernel_available
 
+USERS, ITEMS = 50_000, 20_000  # the fixed stream's default sizes (kernel_ab, step_profile too)
+
+
+def new_student(users: np.ndarray, n_items: int, seed: int, n_neg: int) -> Student:
+    """A dimension-32 student with its tables grown to the stream, so no batch grows them."""
+    st = Student(StudentConfig(dim=32, seed=seed, n_negatives=n_neg))
+    st.grow(int(users.max()) + 1, n_items)
+    return st
+
 
 def make_stream(n: int, n_users: int, n_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -76,8 +85,7 @@ def make_batches(
 def bench_student(
     users, items, n_items: int, batch: int, kd_m: int, seed: int, n_neg: int
 ) -> float:
-    st = Student(StudentConfig(dim=32, seed=seed, n_negatives=n_neg))
-    st.grow(int(users.max()) + 1, n_items)
+    st = new_student(users, n_items, seed, n_neg)
     batches = make_batches(users, items, n_items, batch, kd_m, seed, n_neg)
     start = time.perf_counter()
     for u, i, w, negs, neg_logq, pos_logq, soft in batches:
@@ -90,8 +98,7 @@ def bench_parts(
 ) -> dict[str, float]:
     """Milliseconds per batch of each part of ``learn_many``: contexts, the step, the
     histories' update and the seen pairs' update (clock reads between the parts)."""
-    st = Student(StudentConfig(dim=32, seed=seed, n_negatives=n_neg))
-    st.grow(int(users.max()) + 1, n_items)
+    st = new_student(users, n_items, seed, n_neg)
     batches = make_batches(users, items, n_items, batch, kd_m, seed, n_neg)
     parts = dict.fromkeys(("contexts", "step", "history", "seen"), 0.0)
     for u, i, w, negs, neg_logq, pos_logq, soft in batches:
@@ -125,8 +132,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--river-events", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--users", type=int, default=50_000)
-    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--users", type=int, default=USERS)
+    ap.add_argument("--items", type=int, default=ITEMS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--negatives",
