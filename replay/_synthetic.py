@@ -335,13 +335,13 @@ def _generate(
         # einsum, not BLAS: a small product per round, where BLAS threads only add overhead
         logits = np.einsum("bd,di->bi", (cfg.sharpness * query).astype(np.float32), world.f_t)
         logits += world.log_appeal
-        had_events = n_seen[users] > 0
         items = _draw(rng, logits, seen[users])
         if ranks_out is not None:
-            # _draw left each row's probabilities in logits: rank by them (seen items are 0)
+            # _draw left each row's probabilities in logits: rank by them (seen items are 0);
+            # n_seen still counts each user's events before this round
             p_item = logits[np.arange(len(items)), items]
             rank = (logits > p_item[:, None]).sum(axis=1)
-            ranks_out.append(rank[~negative & had_events])
+            ranks_out.append(rank[~negative & (n_seen[users] > 0)])
         r = rng.random(len(users))
         kinds = np.where(r < _POSITIVE_CDF[0], 0, np.where(r < _POSITIVE_CDF[1], 1, 2))
         neg_kind = len(_POSITIVE_TYPES) + (rng.random(len(users)) >= _P_SKIP)
