@@ -1,4 +1,5 @@
-"""Sort-based set helpers (numpy 2.x's hash-based ``np.unique`` is slower on small int arrays)."""
+"""Array helpers: sort-based sets (numpy 2.x's hash-based ``np.unique`` is slower on small int
+arrays) and cache-line-aligned tables."""
 
 from __future__ import annotations
 
@@ -46,6 +47,22 @@ def unique_inverse_bounded(x: np.ndarray, bound: int) -> tuple[np.ndarray, np.nd
     return uniq, lut[x]
 
 
+def concat_aligned(parts: list[np.ndarray], align: int = 64) -> np.ndarray:
+    """``np.concatenate(parts)`` into memory that starts on an ``align``-byte boundary.
+
+    numpy's large buffers start 16 bytes past a page, so every 128-byte row of a width-32 table
+    spans three cache lines; aligned, two. The step gathers rows at random, a line per miss.
+    """
+    dtype = np.result_type(*parts)
+    shape = (sum(len(p) for p in parts), *parts[0].shape[1:])
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(nbytes + align, np.uint8)
+    start = -buf.ctypes.data % align
+    out = buf[start : start + nbytes].view(dtype).reshape(shape)
+    np.concatenate(parts, out=out)
+    return out
+
+
 def isin_sorted(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """``np.isin(x, sorted_set)`` for a sorted, unique ``sorted_set``."""
     if len(sorted_set) == 0:
@@ -55,4 +72,10 @@ def isin_sorted(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[pos] == x
 
 
-__all__ = ["isin_sorted", "unique_inverse", "unique_inverse_bounded", "unique_sorted"]
+__all__ = [
+    "concat_aligned",
+    "isin_sorted",
+    "unique_inverse",
+    "unique_inverse_bounded",
+    "unique_sorted",
+]

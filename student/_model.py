@@ -15,7 +15,7 @@ import numpy as np
 
 from kdstream.errors import ConfigError, ModelError
 
-from ._arrays import unique_inverse_bounded
+from ._arrays import concat_aligned, unique_inverse_bounded
 from ._config import StudentConfig
 from ._fused import FusedStep
 from ._seen import SeenPairs
@@ -200,7 +200,7 @@ class Student:
             cap = max(n_users, 2 * len(self.P), 64)
             extra = cap - len(self.P)
             new_p = self._rng.standard_normal((extra, self.config.dim)) * self.config.init_std
-            self.P = np.concatenate([self.P, new_p.astype(np.float32)])
+            self.P = concat_aligned([self.P, new_p.astype(np.float32)])
             self.gP = np.concatenate([self.gP, np.zeros(extra, np.float32)])
             pad = np.full((extra, self.config.context_len), -1, np.int32)
             self.hist = np.concatenate([self.hist, pad])
@@ -210,8 +210,8 @@ class Student:
             cap = max(n_items + 1, 2 * len(self.Q), 64)
             extra = cap - len(self.Q)
             new_q = self._rng.standard_normal((extra, self.config.dim)) * self.config.init_std
-            self.Q = np.concatenate([self.Q, new_q.astype(np.float32)])
-            self.C = np.concatenate([self.C, np.zeros((extra, self.config.dim), np.float32)])
+            self.Q = concat_aligned([self.Q, new_q.astype(np.float32)])
+            self.C = concat_aligned([self.C, np.zeros((extra, self.config.dim), np.float32)])
             self.b = np.concatenate([self.b, np.zeros(extra, np.float32)])
             for name in ("gQ", "gC", "gb"):
                 grown = np.concatenate([getattr(self, name), np.zeros(extra, np.float32)])

@@ -9,6 +9,7 @@ import numpy as np
 
 from kdstream.errors import StateError
 
+from ._arrays import concat_aligned
 from ._config import StudentConfig
 from ._model import Student
 from ._seen import SeenPairs
@@ -51,7 +52,8 @@ def load_student(path: str | Path) -> Student:
     try:
         with np.load(path, allow_pickle=False) as data:
             for name in _ARRAYS:
-                setattr(student, name, data[name].copy())
+                rows = name in ("P", "Q", "C")  # the tables the step gathers rows from
+                setattr(student, name, concat_aligned([data[name]]) if rows else data[name].copy())
             student.seen = SeenPairs.from_array(data["seen"])
     except (OSError, KeyError, ValueError) as exc:
         raise StateError(f"cannot read student arrays {path}: {exc}") from exc

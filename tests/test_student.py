@@ -174,6 +174,8 @@ def test_tables_grow_by_doubling_and_keep_rows():
     st.grow(cap + 1, 5)
     assert len(st.P) >= 2 * cap
     np.testing.assert_array_equal(st.P[:10], p0)
+    for table in (st.P, st.Q, st.C):  # rows start on cache lines (128-byte rows at d = 32)
+        assert table.ctypes.data % 64 == 0 and table.flags.c_contiguous
 
 
 def test_recommend_never_returns_seen_items():
@@ -253,6 +255,7 @@ def test_save_load_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(sa, sb)
     assert back.config == st.config
+    assert all(t.ctypes.data % 64 == 0 for t in (back.P, back.Q, back.C))
 
 
 def test_load_rejects_corrupt_state(tmp_path):
