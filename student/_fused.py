@@ -33,6 +33,13 @@ def kernel_available() -> bool:
     return _kernel is not None and os.environ.get("KDSTREAM_STUDENT_KERNEL", "1") != "0"
 
 
+def _in_range(a: np.ndarray, lo: int, hi: int) -> bool:
+    """Whether every index of ``a`` lies in ``[lo, hi)`` (one C pass; needs the kernel)."""
+    if a.dtype not in (np.int64, np.int32) or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a, np.int64)
+    return bool(_kernel.in_range(a, a.dtype.itemsize, lo, hi))
+
+
 def _targets(t: SoftTargets | None, n_events: int, n_items: int) -> tuple[np.ndarray, ...] | None:
     """The kernel's five arrays for ``t`` (empty when None), or None if it cannot take them."""
     if t is None or len(t.rows) == 0:
@@ -42,7 +49,7 @@ def _targets(t: SoftTargets | None, n_events: int, n_items: int) -> tuple[np.nda
     logits = np.ascontiguousarray(t.logits, np.float32)
     if items.ndim != 2 or logits.shape != items.shape or items.shape[0] != len(rows):
         return None
-    if rows.min() < 0 or rows.max() >= n_events or items.min() < 0 or items.max() >= n_items:
+    if not (_in_range(rows, 0, n_events) and _in_range(items, 0, n_items)):
         return None
     temp = np.ascontiguousarray(np.broadcast_to(t.temperature, len(rows)), np.float32)
     alpha = np.ascontiguousarray(np.broadcast_to(t.alpha, len(rows)), np.float32)
@@ -53,9 +60,9 @@ def _histories_take(st: Student, users: np.ndarray, items: np.ndarray) -> bool:
     """Whether the kernel's history passes can take this batch (they trust their indices)."""
     if not kernel_available() or st.hist.dtype != np.int32 or not st.hist.flags.c_contiguous:
         return False
-    if len(users) == 0 or users.min() < 0 or users.max() >= len(st.hist):
+    if len(users) == 0 or len(items) != len(users):
         return False
-    return len(items) == len(users) and items.min() >= 0 and items.max() < 2**31 - 1
+    return _in_range(users, 0, len(st.hist)) and _in_range(items, 0, 2**31 - 1)
 
 
 class FusedStep:
@@ -131,14 +138,15 @@ class FusedStep:
         if any(t.dtype != _F32 or not t.flags.c_contiguous for t in tables):
             return False
         n_items = len(st.Q)
-        if len(users) and (users.min() < 0 or users.max() >= len(st.P)):
-            return False
-        if len(items) and (items.min() < 0 or items.max() >= n_items):
-            return False
-        if len(negatives) and (negatives.min() < 0 or negatives.max() >= n_items):
+        if not (
+            _in_range(users, 0, len(st.P))
+            and _in_range(items, 0, n_items)
+            and _in_range(negatives, 0, n_items)
+        ):
             return False
         ctx = np.ascontiguousarray(contexts, np.int32)
-        if ctx.shape != (len(users), cfg.context_len) or (ctx.size and ctx.max() >= len(st.C)):
+        # negative entries pad a context (the kernel skips them)
+        if ctx.shape != (len(users), cfg.context_len) or not _in_range(ctx, -(2**31), len(st.C)):
             return False
         soft_arrays = _targets(soft, len(users), n_items)
         trans_arrays = _targets(transition, len(users), n_items)

@@ -274,7 +274,45 @@ static PyObject *kd_profile(PyObject *self, PyObject *args) {
 #endif
 }
 
+/* in_range(ints, itemsize, lo, hi): whether every int64 (itemsize 8) or int32 (4) of the buffer
+ * lies in [lo, hi). One pass where numpy's min() and max() take two calls of several us each; the
+ * kernels trust their indices, so the Python side checks every batch with this. */
+static PyObject *kd_in_range(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer a = {0};
+    int itemsize;
+    long long lo, hi;
+    if (!PyArg_ParseTuple(args, "y*iLL", &a, &itemsize, &lo, &hi)) return NULL;
+    int ok = 1;
+    if (itemsize == 8) {
+        const int64_t *x = a.buf;
+        const Py_ssize_t n = a.len / 8;
+        int64_t mn = lo, mx = lo;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            mn = x[i] < mn ? x[i] : mn;
+            mx = x[i] > mx ? x[i] : mx;
+        }
+        ok = mn >= lo && (n == 0 || mx < hi);
+    } else if (itemsize == 4) {
+        const int32_t *x = a.buf;
+        const Py_ssize_t n = a.len / 4;
+        int64_t mn = lo, mx = lo;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            mn = x[i] < mn ? x[i] : mn;
+            mx = x[i] > mx ? x[i] : mx;
+        }
+        ok = mn >= lo && (n == 0 || mx < hi);
+    } else {
+        PyBuffer_Release(&a);
+        PyErr_Format(PyExc_ValueError, "in_range: itemsize must be 4 or 8, got %d", itemsize);
+        return NULL;
+    }
+    PyBuffer_Release(&a);
+    return PyBool_FromLong(ok);
+}
+
 static PyMethodDef methods[] = {
+    {"in_range", kd_in_range, METH_VARARGS, "Whether every int of a buffer lies in [lo, hi)."},
     {"profile", kd_profile, METH_NOARGS, "Cycles per section of the step (profile builds), cleared."},
     {"step", kd_step, METH_VARARGS, "One fused micro-batch step of the student (see _fused.py)."},
     {"contexts", kd_contexts, METH_VARARGS, "Events' contexts; optionally move the histories on."},
