@@ -215,10 +215,13 @@ KD_INLINE void slot_axpy32(Slots *s, int64_t row, float a, const float *x) {
 
 /* Distillation of one target row into the event's query gradient ``dh`` (see _distil):
  * T^2 KL(teacher_T || student_T) over the M candidates plus the first ``n_rest`` negatives,
- * times the row's alpha. ``z``, ``pt``, ``g`` hold M + n_rest floats, ``rows`` as many pointers. */
+ * times the row's alpha. ``z``, ``pt``, ``g`` hold M + n_rest floats, ``rows`` as many pointers.
+ * The rest negatives' biases are read from ``b_rest`` and their gradients summed in ``g_rest``
+ * (dense, by position: the same n_rest items in every row of the batch). */
 KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *q, float *dh,
-                      Slots *bias, float *z, float *pt, float *g,
-                      const float **rows, const float *const *qneg, int64_t n_rest, int64_t d) {
+                      Slots *bias, float *z, float *pt, float *g, const float **rows,
+                      const float *const *qneg, const float *b_rest, double *g_rest,
+                      int64_t n_rest, int64_t d) {
     const int64_t m = t->m, n = m + n_rest;
     const int64_t *cand = t->items + r * m;
     const float *tl = t->logits + r * m;
@@ -239,11 +242,10 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     int32_t hits = 0; /* bit j: rest negative j is among the candidates */
     for (int64_t c = 0; c < m; c++) hits |= st->mark[cand[c]];
     for (int64_t j = 0; j < n_rest; j++) {
-        const int64_t item = st->neg[j];
         if ((hits >> j) & 1) {
             z[m + j] = -INFINITY;  /* a negative that is a candidate takes part once */
         } else {
-            z[m + j] = (z[m + j] + st->b[item]) * inv_temp;
+            z[m + j] = (z[m + j] + b_rest[j]) * inv_temp;
             if (z[m + j] > zmax) zmax = z[m + j];
         }
     }
@@ -255,7 +257,7 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     for (int64_t j = m; j < n; j++) g[j] = z[j] * zs_inv;
     add_rows(dh, g, rows, n, d);
     for (int64_t j = 0; j < m; j++) bias_add(bias, cand[j], g[j]);
-    for (int64_t j = 0; j < n_rest; j++) bias_add(bias, st->neg[j], g[m + j]);
+    for (int64_t j = 0; j < n_rest; j++) g_rest[j] += g[m + j];
 }
 
 KD_INLINE void adagrad(float *table, float *acc, const Slots *s, float lr, float l2,
@@ -312,7 +314,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     const int64_t n_kd = max_m + n_rest + 1;
     const int64_t n_bias = B + S + st->soft.n * st->soft.m + st->trans.n * st->trans.m + 2 * S;
     const size_t f = sizeof(float), i8 = sizeof(int64_t);
-    size_t size = f * (size_t)(B * d * 2 + 3 * B + 3 * (S + 1) + TILE * (S + 1) + 3 * n_kd + L + 1 + 2 * S * d)
+    size_t size = f * (size_t)(B * d * 2 + 3 * B + 4 * (S + 1) + TILE * (S + 1) + 3 * n_kd + L + 1 + 2 * S * d)
                   + sizeof(double) * (size_t)(S + 1 + n_bias)
                   + sizeof(float *) * (size_t)(S + 1 + n_kd)
                   + i8 * (size_t)(2 * B + (B + S) + (B * L + 1) + n_bias + S + 1)
@@ -329,6 +331,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
      * 16 KB of L1 instead of gathering rows that straddle cache lines across the table */
     float *qnegR = take(&ar, f * S * d);
     float *zbase = take(&ar, f * (S + 1)); /* b - log q of each negative */
+    float *bneg = take(&ar, f * (S + 1)); /* b of each negative */
     float *zt = take(&ar, f * TILE * (S + 1)); /* a tile's logits, then its gradients */
     float *dzp = take(&ar, f * B), *zp_all = take(&ar, f * B);
     int64_t *pos_ev = take(&ar, i8 * B);
@@ -367,7 +370,8 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         qneg[j] = qnegR + j * d;
         memcpy(qnegR + j * d, qj, f * d);
         for (int64_t k = 0; k < d; k++) qnegT[k * S + j] = qj[k];
-        zbase[j] = st->b[st->neg[j]] + (st->neg_shift ? st->neg_shift[j] : 0.0f);
+        bneg[j] = st->b[st->neg[j]];
+        zbase[j] = bneg[j] + (st->neg_shift ? st->neg_shift[j] : 0.0f);
         neg32[j] = (int32_t)st->neg[j];
     }
     const int sampled = any_positive && S > 0;
@@ -547,9 +551,6 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             axpy(sq.g + slot_of(&sq, item) * d, dzp[e], h + e * d, d);
         bias_add(&sb, item, dzp[e]);
     }
-    for (int64_t j = 0; j < S; j++)
-        if (gneg_b[j] != 0.0) gbias[slot_of(&sb, st->neg[j])] += gneg_b[j];
-
     KD_TIC(6);
     /* distillation: per-user labels, then item-keyed transition labels */
     for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] |= (int32_t)1 << j;
@@ -558,11 +559,15 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         /* no prefetch of the next row's candidates: the loop cost more than it hid */
         for (int64_t r = 0; r < t->n; r++) {
             const int64_t e = t->rows[r];
-            distil(st, t, r, h + e * d, dh + e * d, &sb, kz, kpt, kg, krows, qneg, n_rest, d);
+            distil(st, t, r, h + e * d, dh + e * d, &sb, kz, kpt, kg, krows, qneg, bneg, gneg_b,
+                   n_rest, d);
         }
     }
 
     for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] = 0;
+    /* the negatives' bias gradients, hard loss and distillation together */
+    for (int64_t j = 0; j < S; j++)
+        if (gneg_b[j] != 0.0) gbias[slot_of(&sb, st->neg[j])] += gneg_b[j];
 
     KD_TIC(7);
     /* back to the user and context vectors, and the position weights */
