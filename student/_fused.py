@@ -66,16 +66,16 @@ def _histories_take(st: Student, users: np.ndarray, items: np.ndarray) -> bool:
 
 
 class FusedStep:
-    """Scratch arrays of the kernel (row -> slot maps, all -1, and a per-item mark, all 0, between
-    calls), grown with the tables."""
+    """Scratch arrays of the kernel (row -> slot maps, all -1, a per-item mark and per-item bias
+    gradients, all 0, between calls), grown with the tables."""
 
     def __init__(self) -> None:
         self._maps: dict[str, np.ndarray] = {}
 
-    def _map(self, name: str, n: int, fill: int = -1) -> np.ndarray:
+    def _map(self, name: str, n: int, fill: float = -1, dtype: type = np.int32) -> np.ndarray:
         m = self._maps.get(name)
         if m is None or len(m) != n:
-            m = np.full(n, fill, np.int32)
+            m = np.full(n, fill, dtype)
             self._maps[name] = m
         return m
 
@@ -164,7 +164,7 @@ class FusedStep:
             self._map("P", len(st.P)),
             self._map("Q", n_items),
             self._map("C", len(st.C)),
-            self._map("b", len(st.b)),
+            self._map("b", len(st.b), fill=0, dtype=np.float64),  # bias gradients, dense
             self._map("mark", n_items, fill=0),
             np.ascontiguousarray(users, np.int64),
             np.ascontiguousarray(items, np.int64),

@@ -43,7 +43,7 @@ static PyObject *kd_step(PyObject *self, PyObject *args) {
     int learn_pos;
     if (!PyArg_ParseTuple(args,
                           "w*w*w*w*w*w*w*w*w*w*"  /* P Q C b gP gQ gC gb pos_w g_pos */
-                          "w*w*w*w*w*"            /* mapP mapQ mapC mapB mark */
+                          "w*w*w*w*w*"            /* mapP mapQ mapC gbd mark */
                           "y*y*y*y*y*y*y*"        /* users items w ctx neg neg_shift pos_shift */
                           "y*y*y*y*y*"            /* soft: rows items logits temp alpha */
                           "y*y*y*y*y*"            /* trans: rows items logits temp alpha */
@@ -58,7 +58,7 @@ static PyObject *kd_step(PyObject *self, PyObject *args) {
     st.P = v[0].buf; st.Q = v[1].buf; st.C = v[2].buf; st.b = v[3].buf;
     st.gP = v[4].buf; st.gQ = v[5].buf; st.gC = v[6].buf; st.gb = v[7].buf;
     st.pos_w = v[8].buf; st.g_pos = v[9].buf;
-    st.mapP = v[10].buf; st.mapQ = v[11].buf; st.mapC = v[12].buf; st.mapB = v[13].buf;
+    st.mapP = v[10].buf; st.mapQ = v[11].buf; st.mapC = v[12].buf; st.gbd = v[13].buf;
     st.mark = v[14].buf;
     st.users = v[15].buf; st.items = v[16].buf; st.w = v[17].buf; st.ctx = v[18].buf;
     st.neg = v[19].buf;

@@ -18,7 +18,8 @@ typedef struct {
 
 typedef struct {
     float *P, *Q, *C, *b, *gP, *gQ, *gC, *gb, *pos_w, *g_pos;
-    int32_t *mapP, *mapQ, *mapC, *mapB; /* row -> slot scratch, all -1 between calls */
+    int32_t *mapP, *mapQ, *mapC; /* row -> slot scratch, all -1 between calls */
+    double *gbd; /* per item: the batch's bias gradient (scratch, all 0 between calls) */
     int32_t *mark; /* per item: bit j = item is rest negative j (all 0 between calls) */
     const int64_t *users, *items;
     const float *w;
@@ -36,7 +37,6 @@ typedef struct {
     int32_t *map;
     int64_t *rows;
     float *g;     /* (slots, d) gradients, zeroed as each slot is taken */
-    double *gd;   /* or (slots,) double gradients (the biases) */
     int64_t n, d;
 } Slots;
 

@@ -13,25 +13,26 @@ KD_INLINE int64_t slot_of(Slots *s, int64_t row) {
         k = (int32_t)s->n++;
         s->map[row] = k;
         s->rows[k] = row;
-        if (s->g) memset(s->g + (int64_t)k * s->d, 0, sizeof(float) * (size_t)s->d);
-        if (s->gd) s->gd[k] = 0.0;
+        memset(s->g + (int64_t)k * s->d, 0, sizeof(float) * (size_t)s->d);
     }
     return k;
 }
 
-/* gd[slot of row] += g for a bias (d = 1) slot map, without a branch: whether the row already
- * has a slot is data the predictor cannot learn (distillation's candidates are new about half
- * the time), so the new-slot case is selected, not jumped to. rows[n] is written every time and
- * only counts once n moves past it: rows needs room for one more than the distinct rows, which
- * step_body's n_bias leaves (the S negatives are counted twice there). */
-KD_INLINE void bias_add(Slots *s, int64_t row, double g) {
-    int32_t k = s->map[row];
-    const int fresh = k < 0;
-    k = fresh ? (int32_t)s->n : k;
-    s->map[row] = k;
-    s->rows[s->n] = row;
-    s->gd[k] = (fresh ? 0.0 : s->gd[k]) + g;
-    s->n += fresh;
+/* The bias Adagrad step of every row whose gradient is in the dense scratch ``gbd`` (then back
+ * to 0): ``rows`` lists the rows the step may have touched, repeats included, which the zero
+ * left behind skips. A dense per-item scratch instead of a row -> slot map: the adds into it are
+ * independent, where a map chains every lookup through the slot count. */
+KD_INLINE void bias_adagrad(const Step *st, const int64_t *rows, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t row = rows[k];
+        const double gd = st->gbd[row];
+        if (gd == 0.0) continue;
+        st->gbd[row] = 0.0;
+        const float g = (float)gd;
+        if (g == 0.0f) continue;
+        st->gb[row] += g * g;
+        st->b[row] -= st->lr * g / sqrtf(st->gb[row] + KD_EPS);
+    }
 }
 
 /* Rows of the default width (d = 32) as four 8-float vectors: GCC/Clang vector extensions give
@@ -219,7 +220,7 @@ KD_INLINE void slot_axpy32(Slots *s, int64_t row, float a, const float *x) {
  * The rest negatives' biases are read from ``b_rest`` and their gradients summed in ``g_rest``
  * (dense, by position: the same n_rest items in every row of the batch). */
 KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *q, float *dh,
-                      Slots *bias, float *z, float *pt, float *g, const float **rows,
+                      float *z, float *pt, float *g, const float **rows,
                       const float *const *qneg, const float *b_rest, double *g_rest,
                       int64_t n_rest, int64_t d) {
     const int64_t m = t->m, n = m + n_rest;
@@ -256,7 +257,7 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     for (int64_t j = 0; j < m; j++) g[j] = z[j] * zs_inv - pt[j] * ts_inv;
     for (int64_t j = m; j < n; j++) g[j] = z[j] * zs_inv;
     add_rows(dh, g, rows, n, d);
-    for (int64_t j = 0; j < m; j++) bias_add(bias, cand[j], g[j]);
+    for (int64_t j = 0; j < m; j++) st->gbd[cand[j]] += g[j];
     for (int64_t j = 0; j < n_rest; j++) g_rest[j] += g[m + j];
 }
 
@@ -312,12 +313,11 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     const int64_t n_rest = st->kd_rest < S ? st->kd_rest : S;
     const int64_t max_m = st->soft.m > st->trans.m ? st->soft.m : st->trans.m;
     const int64_t n_kd = max_m + n_rest + 1;
-    const int64_t n_bias = B + S + st->soft.n * st->soft.m + st->trans.n * st->trans.m + 2 * S;
     const size_t f = sizeof(float), i8 = sizeof(int64_t);
     size_t size = f * (size_t)(B * d * 2 + 3 * B + 4 * (S + 1) + TILE * (S + 1) + 3 * n_kd + L + 1 + 2 * S * d)
-                  + sizeof(double) * (size_t)(S + 1 + n_bias)
+                  + sizeof(double) * (size_t)(S + 1)
                   + sizeof(float *) * (size_t)(S + 1 + n_kd)
-                  + i8 * (size_t)(2 * B + (B + S) + (B * L + 1) + n_bias + S + 1)
+                  + i8 * (size_t)(2 * B + (B + S) + (B * L + 1) + S + 1)
                   + f * (size_t)(d * (B + (B + S) + (B * L + 1))) + 64 * 40; /* 64 per take */
     Arena ar = {malloc(size), 0, size};
     if (ar.base == NULL) return -1;
@@ -342,11 +342,9 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     int64_t *neg_slot = take(&ar, i8 * (S + 1));
     memset(ar.base, 0, ar.used);
     float *h = take(&ar, f * B * d);
-    double *gbias = take(&ar, sizeof(double) * n_bias);
-    Slots sp = {st->mapP, take(&ar, i8 * B), take(&ar, f * B * d), NULL, 0, d};
-    Slots sq = {st->mapQ, take(&ar, i8 * (B + S)), take(&ar, f * (B + S) * d), NULL, 0, d};
-    Slots sc = {st->mapC, take(&ar, i8 * (B * L + 1)), take(&ar, f * (B * L + 1) * d), NULL, 0, d};
-    Slots sb = {st->mapB, take(&ar, i8 * n_bias), NULL, gbias, 0, 1};
+    Slots sp = {st->mapP, take(&ar, i8 * B), take(&ar, f * B * d), 0, d};
+    Slots sq = {st->mapQ, take(&ar, i8 * (B + S)), take(&ar, f * (B + S) * d), 0, d};
+    Slots sc = {st->mapC, take(&ar, i8 * (B * L + 1)), take(&ar, f * (B * L + 1) * d), 0, d};
 
     KD_TIC_START;
     /* forward: query vectors h = p_u + sum_l w_l c_l, hard-loss weights */
@@ -549,7 +547,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             slot_axpy32(&sq, item, dzp[e], h + e * 32);
         else
             axpy(sq.g + slot_of(&sq, item) * d, dzp[e], h + e * d, d);
-        bias_add(&sb, item, dzp[e]);
+        st->gbd[item] += dzp[e];
     }
     KD_TIC(6);
     /* distillation: per-user labels, then item-keyed transition labels */
@@ -559,15 +557,14 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         /* no prefetch of the next row's candidates: the loop cost more than it hid */
         for (int64_t r = 0; r < t->n; r++) {
             const int64_t e = t->rows[r];
-            distil(st, t, r, h + e * d, dh + e * d, &sb, kz, kpt, kg, krows, qneg, bneg, gneg_b,
-                   n_rest, d);
+            distil(st, t, r, h + e * d, dh + e * d, kz, kpt, kg, krows, qneg, bneg, gneg_b, n_rest,
+                   d);
         }
     }
 
     for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] = 0;
     /* the negatives' bias gradients, hard loss and distillation together */
-    for (int64_t j = 0; j < S; j++)
-        if (gneg_b[j] != 0.0) gbias[slot_of(&sb, st->neg[j])] += gneg_b[j];
+    for (int64_t j = 0; j < S; j++) st->gbd[st->neg[j]] += gneg_b[j];
 
     KD_TIC(7);
     /* back to the user and context vectors, and the position weights */
@@ -594,13 +591,10 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     KD_TIC(10);
     adagrad(st->C, st->gC, &sc, st->lr, st->l2, d);
     KD_TIC(11);
-    for (int64_t k = 0; k < sb.n; k++) {
-        const float g = (float)gbias[k];
-        if (g == 0.0f) continue;
-        const int64_t row = sb.rows[k];
-        st->gb[row] += g * g;
-        st->b[row] -= st->lr * g / sqrtf(st->gb[row] + KD_EPS);
-    }
+    bias_adagrad(st, st->items, B);
+    bias_adagrad(st, st->neg, S);
+    bias_adagrad(st, st->soft.items, st->soft.n * st->soft.m);
+    bias_adagrad(st, st->trans.items, st->trans.n * st->trans.m);
     if (st->learn_pos) {
         for (int64_t l = 0; l < L; l++) {
             st->g_pos[l] += dpos[l] * dpos[l];
@@ -611,7 +605,6 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     for (int64_t k = 0; k < sp.n; k++) st->mapP[sp.rows[k]] = -1;
     for (int64_t k = 0; k < sq.n; k++) st->mapQ[sq.rows[k]] = -1;
     for (int64_t k = 0; k < sc.n; k++) st->mapC[sc.rows[k]] = -1;
-    for (int64_t k = 0; k < sb.n; k++) st->mapB[sb.rows[k]] = -1;
     free(ar.base);
     KD_TIC(12);
     return 0;
