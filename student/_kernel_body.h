@@ -229,7 +229,24 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     const float temp = t->temp[r], scale = temp * t->alpha[r], inv_temp = 1.0f / temp;
     for (int64_t j = 0; j < m; j++) rows[j] = st->Q + cand[j] * d;
     for (int64_t j = 0; j < n_rest; j++) rows[m + j] = qneg[j];
-    dots(z, rows, n, q, d);
+    if (d == 32 && r + 1 < t->n) {
+        /* the next row's candidates, fetched while this row's are multiplied: two lines (an
+         * aligned row) per candidate, paced by the dot products. Candidates sit anywhere in the
+         * item table, and a burst of all the prefetches up front (tried) filled the miss
+         * buffers and gained little; the biases' and marks' lines (tried) gained nothing. */
+        const int64_t *next = t->items + (r + 1) * m;
+        const v8f q0 = ld(q), q1 = ld(q + 8), q2 = ld(q + 16), q3 = ld(q + 24);
+        for (int64_t j = 0; j < m; j++) {
+            const float *pf = st->Q + next[j] * 32;
+            __builtin_prefetch(pf);
+            __builtin_prefetch(pf + 16);
+            const float *rw = rows[j];
+            z[j] = hsum(ld(rw) * q0 + ld(rw + 8) * q1 + ld(rw + 16) * q2 + ld(rw + 24) * q3);
+        }
+        dots(z + m, rows + m, n_rest, q, d);
+    } else {
+        dots(z, rows, n, q, d);
+    }
     float zmax = -INFINITY, tmax = -INFINITY;
     for (int64_t j = 0; j < m; j++) {
         if (isfinite(tl[j])) {  /* padding on the teacher's side is left out on both */
