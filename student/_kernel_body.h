@@ -368,6 +368,20 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     int any_positive = 0;
     for (int64_t e = 0; e < B; e++) {
         float *he = h + e * d;
+        if (d == 32 && e + 4 < B) {
+            /* the rows of the event four on: users and contexts sit anywhere in their tables
+             * (measured: 1, 2, 4 and 8 ahead all gain, 4 the most) */
+            const int64_t en = e + 4;
+            const float *pu = st->P + st->users[en] * 32;
+            __builtin_prefetch(pu);
+            __builtin_prefetch(pu + 16);
+            for (int64_t l = 0; l < L; l++) {
+                const int32_t c = st->ctx[en * L + l];
+                const float *cr = st->C + (int64_t)(c < 0 ? 0 : c) * 32;
+                __builtin_prefetch(cr);
+                __builtin_prefetch(cr + 16);
+            }
+        }
         memcpy(he, st->P + st->users[e] * d, f * d);
         for (int64_t l = 0; l < L; l++) {
             const int32_t c = st->ctx[e * L + l];
