@@ -40,9 +40,10 @@ typedef struct {
     int64_t n, d;
 } Slots;
 
-/* Seen pairs (_kernel_seen.c): slots (cap, a power of two, -1 = empty) index entries; entry k
- * holds key (user << 32 | item) and the user's previous entry (-1 = none); head and count are
- * per user. The caller keeps the load under one half and every array large enough. */
+/* Seen pairs (_kernel_seen.c): slots (cap, a power of two, -1 = empty) hold the keys (user << 32
+ * | item) by open addressing; entry k holds a key again and the user's previous entry (-1 =
+ * none); head and count are per user. The caller keeps the load under one half and every array
+ * large enough. */
 typedef struct {
     int64_t *slots, *keys, *next, *head, *count;
     int64_t cap, n;

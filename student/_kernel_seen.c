@@ -19,11 +19,12 @@ static inline int bits_of(int64_t cap) {
     return bits;
 }
 
-/* slot of key, or of the empty slot where it would go */
+/* slot of key, or of the empty slot where it would go. Slots hold the keys themselves (keys
+ * are >= 0): a probe is one read at a random place in memory, not a slot and then its entry. */
 static inline int64_t find(const SeenSet *s, int64_t key, int bits) {
     const int64_t mask = s->cap - 1;
     int64_t k = home(key, mask, bits);
-    while (s->slots[k] >= 0 && s->keys[s->slots[k]] != key) k = (k + 1) & mask;
+    while (s->slots[k] >= 0 && s->slots[k] != key) k = (k + 1) & mask;
     return k;
 }
 
@@ -35,8 +36,8 @@ int64_t kd_seen_add(SeenSet *s, const int64_t *users, const int64_t *items, int6
         const int64_t k = find(s, key, bits);
         if (s->slots[k] >= 0) continue; /* seen already (earlier, or earlier in this batch) */
         const int64_t entry = s->n++;
-        s->slots[k] = entry;
         s->keys[entry] = key;
+        s->slots[k] = key;
         s->next[entry] = s->head[users[e]];
         s->head[users[e]] = entry;
         s->count[users[e]]++;
@@ -58,7 +59,7 @@ void kd_seen_rehash(SeenSet *s) {
     const int bits = bits_of(s->cap);
     for (int64_t k = 0; k < s->cap; k++) s->slots[k] = -1;
     for (int64_t entry = 0; entry < s->n; entry++)
-        s->slots[find(s, s->keys[entry], bits)] = entry;
+        s->slots[find(s, s->keys[entry], bits)] = s->keys[entry];
 }
 
 int64_t kd_seen_list(const SeenSet *s, const int64_t *users, int64_t n, int64_t *rows,

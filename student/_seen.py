@@ -105,7 +105,7 @@ class SortedPairs:
 class _Tables(NamedTuple):
     """The hash set's arrays, swapped as one object so a reader never pairs old and new ones."""
 
-    slots: np.ndarray  # (cap,) entry index or -1; cap a power of two, load kept under 1/2
+    slots: np.ndarray  # (cap,) a key or -1; cap a power of two, load kept under 1/2
     keys: np.ndarray  # (entries,) user << 32 | item
     next: np.ndarray  # (entries,) the same user's previous entry, -1 = none
     head: np.ndarray  # (users,) the user's last entry, -1 = none
