@@ -351,6 +351,12 @@ class Student:
             return
         n_items_needed = int(max(items.max(), negatives.max() if len(negatives) else -1)) + 1
         self.grow(int(users.max()) + 1, n_items_needed)
+        advanced = False
+        if contexts is None and self.config.context_len:
+            # one pass gives the contexts and moves the histories past the batch (the step reads
+            # only the contexts); a second pass over a table of users was most of their cost
+            contexts = self._fused.contexts(self, users, items, update=True)
+            advanced = contexts is not None
         if contexts is None:
             contexts = self.event_contexts(users, items)
         # the compiled step where it is built; the numpy step below is its reference
@@ -368,7 +374,8 @@ class Student:
             if self.config.learn_context_weights and len(grads.pos):
                 self.g_pos += grads.pos * grads.pos
                 self.pos_w -= self.config.lr * grads.pos / np.sqrt(self.g_pos + _EPS)
-        self.hist_update(users, items, contexts)
+        if not advanced:
+            self.hist_update(users, items, contexts)
         self.step += 1
         # last: lock-free readers treat a user with seen items as learned (see the API service)
         self.seen.add(users, items)
