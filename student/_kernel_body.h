@@ -98,10 +98,12 @@ KD_INLINE v8f kd_exp8(v8f x) {
     return sel(x < lo, zero, y * (v8f)((n + 127) << 23));
 }
 
-/* kd_exp8 for arguments <= 0 or -inf, as every softmax shifted by its maximum has: no upper
- * clamp, a fixed rounding offset, and no clamp below (what lies below ``lo``, -inf included,
- * computes garbage that the final select replaces with 0; no trap, FTZ/DAZ is on). The same bits
- * as kd_exp8 on that range, in about two thirds of the instructions. */
+/* exp for arguments <= 0 or -inf, as every softmax shifted by its maximum has: no upper clamp,
+ * a fixed rounding offset, no clamp below (what lies below ``lo``, -inf included, computes
+ * garbage that the final select replaces with 0; no trap, FTZ/DAZ is on), and a degree-4
+ * polynomial fitted for relative error on [-ln2/2, ln2/2] instead of kd_exp8's degree 6:
+ * relative error under 5.5e-6 against 1e-7, far below what a sampled softmax's gradient can
+ * tell apart, in three FMAs fewer (each exp of the hard loss and of distillation is this one). */
 KD_INLINE v8f kd_exp8_nonpos(v8f x) {
     const v8f zero = {0};
     const v8f lo = zero - 87.3365478515625f;
@@ -109,11 +111,8 @@ KD_INLINE v8f kd_exp8_nonpos(v8f x) {
     const v8i n = __builtin_convertvector(t - 0.5f, v8i);
     const v8f fx = __builtin_convertvector(n, v8f);
     const v8f r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
-    v8f y = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
+    v8f y = r * 0.0412755571f + 0.167540148f;
+    y = y * r + 0.500051737f;
     y = y * r * r + r + 1.0f;
     return sel(x < lo, zero, y * (v8f)((n + 127) << 23));
 }
