@@ -59,6 +59,7 @@ static PyObject *kd_step(PyObject *self, PyObject *args) {
     st.gP = v[4].buf; st.gQ = v[5].buf; st.gC = v[6].buf; st.gb = v[7].buf;
     st.pos_w = v[8].buf; st.g_pos = v[9].buf;
     st.mapP = v[10].buf; st.mapQ = v[11].buf; st.mapC = v[12].buf; st.gbd = v[13].buf;
+    st.n_items = v[13].len / (Py_ssize_t)sizeof(double);
     st.mark = v[14].buf;
     st.users = v[15].buf; st.items = v[16].buf; st.w = v[17].buf; st.ctx = v[18].buf;
     st.neg = v[19].buf;

@@ -29,6 +29,7 @@ typedef struct {
     const float *pos_shift; /* (B,) subtracted from positive logits (log q), may be NULL */
     Targets soft, trans;
     int64_t B, S, L, d, kd_rest;
+    int64_t n_items; /* rows of the item tables (and of gbd, mark) */
     float lr, l2;
     int learn_pos;
 } Step;

@@ -18,20 +18,27 @@ KD_INLINE int64_t slot_of(Slots *s, int64_t row) {
     return k;
 }
 
-/* The bias Adagrad step of every row whose gradient is in the dense scratch ``gbd`` (then back
- * to 0): ``rows`` lists the rows the step may have touched, repeats included, which the zero
- * left behind skips. A dense per-item scratch instead of a row -> slot map: the adds into it are
- * independent, where a map chains every lookup through the slot count. */
-KD_INLINE void bias_adagrad(const Step *st, const int64_t *rows, int64_t n) {
-    for (int64_t k = 0; k < n; k++) {
-        const int64_t row = rows[k];
-        const double gd = st->gbd[row];
-        if (gd == 0.0) continue;
-        st->gbd[row] = 0.0;
-        const float g = (float)gd;
-        if (g == 0.0f) continue;
-        st->gb[row] += g * g;
-        st->b[row] -= st->lr * g / sqrtf(st->gb[row] + KD_EPS);
+/* Bias gradients go to a dense per-item scratch ``gbd`` (all 0 between calls) and a bitmap of
+ * the items touched: independent adds, where a row -> slot map chains every lookup through
+ * the slot count. */
+KD_INLINE void bias_acc(const Step *st, uint64_t *touched, int64_t row, double g) {
+    st->gbd[row] += g;
+    touched[row >> 6] |= (uint64_t)1 << (row & 63);
+}
+
+/* The bias Adagrad step of every touched row, in item order (the bitmap's set bits), leaving
+ * the scratch and the bitmap at 0. */
+KD_INLINE void bias_adagrad(const Step *st, uint64_t *touched) {
+    for (int64_t w = 0; w < (st->n_items + 63) >> 6; w++) {
+        for (uint64_t bits = touched[w]; bits; bits &= bits - 1) {
+            const int64_t row = (w << 6) + __builtin_ctzll(bits);
+            const float g = (float)st->gbd[row];
+            st->gbd[row] = 0.0;
+            if (g == 0.0f) continue;
+            st->gb[row] += g * g;
+            st->b[row] -= st->lr * g / sqrtf(st->gb[row] + KD_EPS);
+        }
+        touched[w] = 0;
     }
 }
 
@@ -221,7 +228,7 @@ KD_INLINE void slot_axpy32(Slots *s, int64_t row, float a, const float *x) {
 KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *q, float *dh,
                       float *z, float *pt, float *g, const float **rows,
                       const float *const *qneg, const float *b_rest, double *g_rest,
-                      int64_t n_rest, int64_t d) {
+                      uint64_t *touched, int64_t n_rest, int64_t d) {
     const int64_t m = t->m, n = m + n_rest;
     const int64_t *cand = t->items + r * m;
     const float *tl = t->logits + r * m;
@@ -273,7 +280,7 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     for (int64_t j = 0; j < m; j++) g[j] = z[j] * zs_inv - pt[j] * ts_inv;
     for (int64_t j = m; j < n; j++) g[j] = z[j] * zs_inv;
     add_rows(dh, g, rows, n, d);
-    for (int64_t j = 0; j < m; j++) st->gbd[cand[j]] += g[j];
+    for (int64_t j = 0; j < m; j++) bias_acc(st, touched, cand[j], g[j]);
     for (int64_t j = 0; j < n_rest; j++) g_rest[j] += g[m + j];
 }
 
@@ -334,7 +341,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
                   + sizeof(double) * (size_t)(S + 1)
                   + sizeof(float *) * (size_t)(S + 1 + n_kd)
                   + i8 * (size_t)(2 * B + (B + S) + (B * L + 1) + S + 1)
-                  + f * (size_t)(d * (B + (B + S) + (B * L + 1))) + 64 * 40; /* 64 per take */
+                  + i8 * (size_t)((st->n_items + 63) >> 6) + f * (size_t)(d * (B + (B + S) + (B * L + 1))) + 64 * 40; /* 64 per take */
     Arena ar = {malloc(size), 0, size};
     if (ar.base == NULL) return -1;
     /* the small buffers start at 0 (one memset); the per-slot gradients, most of the arena,
@@ -356,6 +363,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     const float **qneg = take(&ar, sizeof(float *) * (S + 1));
     const float **krows = take(&ar, sizeof(float *) * n_kd);
     int64_t *neg_slot = take(&ar, i8 * (S + 1));
+    uint64_t *touched = take(&ar, i8 * (size_t)((st->n_items + 63) >> 6)); /* bias rows */
     memset(ar.base, 0, ar.used);
     float *h = take(&ar, f * B * d);
     Slots sp = {st->mapP, take(&ar, i8 * B), take(&ar, f * B * d), 0, d};
@@ -577,7 +585,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             slot_axpy32(&sq, item, dzp[e], h + e * 32);
         else
             axpy(sq.g + slot_of(&sq, item) * d, dzp[e], h + e * d, d);
-        st->gbd[item] += dzp[e];
+        bias_acc(st, touched, item, dzp[e]);
     }
     KD_TIC(6);
     /* distillation: per-user labels, then item-keyed transition labels */
@@ -587,14 +595,14 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         /* no prefetch of the next row's candidates: the loop cost more than it hid */
         for (int64_t r = 0; r < t->n; r++) {
             const int64_t e = t->rows[r];
-            distil(st, t, r, h + e * d, dh + e * d, kz, kpt, kg, krows, qneg, bneg, gneg_b, n_rest,
-                   d);
+            distil(st, t, r, h + e * d, dh + e * d, kz, kpt, kg, krows, qneg, bneg, gneg_b,
+                   touched, n_rest, d);
         }
     }
 
     for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] = 0;
     /* the negatives' bias gradients, hard loss and distillation together */
-    for (int64_t j = 0; j < S; j++) st->gbd[st->neg[j]] += gneg_b[j];
+    for (int64_t j = 0; j < S; j++) bias_acc(st, touched, st->neg[j], gneg_b[j]);
 
     KD_TIC(7);
     /* back to the user and context vectors, and the position weights */
@@ -621,10 +629,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     KD_TIC(10);
     adagrad(st->C, st->gC, &sc, st->lr, st->l2, d);
     KD_TIC(11);
-    bias_adagrad(st, st->items, B);
-    bias_adagrad(st, st->neg, S);
-    bias_adagrad(st, st->soft.items, st->soft.n * st->soft.m);
-    bias_adagrad(st, st->trans.items, st->trans.n * st->trans.m);
+    bias_adagrad(st, touched);
     if (st->learn_pos) {
         for (int64_t l = 0; l < L; l++) {
             st->g_pos[l] += dpos[l] * dpos[l];
