@@ -93,6 +93,26 @@ def test_kernel_matches_the_numpy_step(
         a, b = getattr(fused, name), getattr(ref, name)
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6, err_msg=name)
     assert ref.gP.max() > 0 and ref.gQ.max() > 0  # the steps compared did move the tables
+    # the kernel's scratch is back to its between-calls state, or the next batch would start
+    # from stale gradients: slot maps all -1, candidate marks and bias gradients all 0
+    maps = fused._fused._maps
+    assert all((maps[k] == -1).all() for k in ("P", "Q", "C"))
+    assert not maps["mark"].any() and not maps["b"].any()
+
+
+@needs_kernel
+def test_in_range_checks_every_index() -> None:
+    """The kernel trusts its indices: the one-pass bound check must see every element."""
+    from kdstream.student._fused import _in_range
+
+    for dtype in (np.int64, np.int32, np.int16):
+        a = np.arange(10, dtype=dtype)
+        assert _in_range(a, 0, 10) and not _in_range(a, 0, 9) and not _in_range(a, 1, 10)
+        a[7] = -1
+        assert not _in_range(a, 0, 10) and _in_range(a, -1, 10)
+    assert _in_range(np.empty(0, np.int64), 0, 0)  # nothing to check
+    assert not _in_range(np.array([0]), 0, 0)  # an empty range holds no index
+    assert _in_range(np.arange(20)[::2], 0, 19) and not _in_range(np.arange(20)[::2], 0, 18)
 
 
 @needs_kernel
