@@ -278,36 +278,32 @@ static PyObject *kd_profile(PyObject *self, PyObject *args) {
 /* in_range(ints, itemsize, lo, hi): whether every int64 (itemsize 8) or int32 (4) of the buffer
  * lies in [lo, hi). One pass where numpy's min() and max() take two calls of several us each; the
  * kernels trust their indices, so the Python side checks every batch with this. */
+#define KD_MIN_MAX(T, buf, len, mn, mx)                          \
+    do {                                                         \
+        const T *x_ = (buf);                                     \
+        for (Py_ssize_t i_ = 0; i_ < (len) / (Py_ssize_t)sizeof(T); i_++) { \
+            mn = x_[i_] < mn ? x_[i_] : mn;                      \
+            mx = x_[i_] > mx ? x_[i_] : mx;                      \
+        }                                                        \
+    } while (0)
+
 static PyObject *kd_in_range(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer a = {0};
     int itemsize;
     long long lo, hi;
     if (!PyArg_ParseTuple(args, "y*iLL", &a, &itemsize, &lo, &hi)) return NULL;
-    int ok = 1;
+    int64_t mn = lo, mx = lo; /* both stay at lo for an empty buffer */
     if (itemsize == 8) {
-        const int64_t *x = a.buf;
-        const Py_ssize_t n = a.len / 8;
-        int64_t mn = lo, mx = lo;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            mn = x[i] < mn ? x[i] : mn;
-            mx = x[i] > mx ? x[i] : mx;
-        }
-        ok = mn >= lo && (n == 0 || mx < hi);
+        KD_MIN_MAX(int64_t, a.buf, a.len, mn, mx);
     } else if (itemsize == 4) {
-        const int32_t *x = a.buf;
-        const Py_ssize_t n = a.len / 4;
-        int64_t mn = lo, mx = lo;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            mn = x[i] < mn ? x[i] : mn;
-            mx = x[i] > mx ? x[i] : mx;
-        }
-        ok = mn >= lo && (n == 0 || mx < hi);
+        KD_MIN_MAX(int32_t, a.buf, a.len, mn, mx);
     } else {
         PyBuffer_Release(&a);
         PyErr_Format(PyExc_ValueError, "in_range: itemsize must be 4 or 8, got %d", itemsize);
         return NULL;
     }
+    const int ok = mn >= lo && (a.len == 0 || mx < hi);
     PyBuffer_Release(&a);
     return PyBool_FromLong(ok);
 }
