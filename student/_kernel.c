@@ -114,6 +114,10 @@ static PyObject *kd_contexts(PyObject *self, PyObject *args) {
     } else {
         int64_t n = 0;
         for (int64_t e = 0; e < B; e++) {
+            if (e + 8 < B) { /* users sit anywhere in the history table and the slot map */
+                __builtin_prefetch(h + u[e + 8] * L);
+                __builtin_prefetch(slot_of + u[e + 8]);
+            }
             int32_t k = slot_of[u[e]];
             if (k < 0) { /* the user's first event in the batch: start from its history */
                 k = (int32_t)n++;
