@@ -32,6 +32,12 @@ int64_t kd_seen_add(SeenSet *s, const int64_t *users, const int64_t *items, int6
     const int bits = bits_of(s->cap);
     int64_t added = 0;
     for (int64_t e = 0; e < n; e++) {
+        if (e + 8 < n) { /* the home slot and the user's head and count of the pair 8 on */
+            const int64_t f = e + 8;
+            __builtin_prefetch(s->slots + home((users[f] << 32) | items[f], s->cap - 1, bits));
+            __builtin_prefetch(s->head + users[f]);
+            __builtin_prefetch(s->count + users[f]);
+        }
         const int64_t key = (users[e] << 32) | items[e];
         const int64_t k = find(s, key, bits);
         if (s->slots[k] >= 0) continue; /* seen already (earlier, or earlier in this batch) */
