@@ -421,6 +421,11 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     int64_t n_pos = 0;
     for (int64_t e = 0; e < B; e++) {
         const int64_t item = st->items[e];
+        if (e + 8 < B) { /* the own item's row of the event eight on */
+            const float *qn = st->Q + st->items[e + 8] * d;
+            __builtin_prefetch(qn);
+            __builtin_prefetch(qn + 16);
+        }
         const float zpos = dot(h + e * d, st->Q + item * d, d) + st->b[item];
         dzp[e] = 0.0f;
         if (st->w[e] > 0 && sampled) {
@@ -608,6 +613,14 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     /* back to the user and context vectors, and the position weights */
     for (int64_t e = 0; e < B; e++) {
         const float *dhe = dh + e * d;
+        if (e + 8 < B) { /* the slot map entries of the event eight on (its context rows: no) */
+            const int64_t en = e + 8;
+            __builtin_prefetch(st->mapP + st->users[en]);
+            for (int64_t l = 0; l < L; l++) {
+                const int32_t c = st->ctx[en * L + l];
+                __builtin_prefetch(st->mapC + (c < 0 ? 0 : c));
+            }
+        }
         if (d == 32)
             slot_axpy32(&sp, st->users[e], 1.0f, dhe);
         else
