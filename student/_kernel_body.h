@@ -585,6 +585,12 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     /* pass 3: the events' own items */
     for (int64_t e = 0; e < B; e++) {
         const int64_t item = st->items[e];
+        if (e + 8 < B) { /* the slot-map entry and row of the own item eight events on */
+            const int64_t nx = st->items[e + 8];
+            __builtin_prefetch(st->mapQ + nx);
+            __builtin_prefetch(st->Q + nx * d);
+            __builtin_prefetch(st->Q + nx * d + 16);
+        }
         axpy(dh + e * d, dzp[e], st->Q + item * d, d);
         if (d == 32)
             slot_axpy32(&sq, item, dzp[e], h + e * 32);
