@@ -148,12 +148,20 @@ KD_INLINE float exp_shifted(float *z, int64_t n, float shift) {
     return total;
 }
 
-/* out[j] = rows[j] . q for n rows. */
+/* A row of the default width in an aligned table: two cache lines, fetched ahead of its use. */
+KD_INLINE void fetch_row32(const float *row) {
+    __builtin_prefetch(row);
+    __builtin_prefetch(row + 16);
+}
+
+/* out[j] = rows[j] . q for n rows. With ``fetch`` (d = 32), row fetch[j] of ``table`` is fetched
+ * while row j is multiplied: rows wanted next, at random places, paced by the dot products. */
 KD_INLINE void dots(float *restrict out, const float *const *rows, int64_t n, const float *q,
-                    int64_t d) {
+                    int64_t d, const float *table, const int64_t *fetch) {
     if (d == 32) {
         const v8f q0 = ld(q), q1 = ld(q + 8), q2 = ld(q + 16), q3 = ld(q + 24);
         for (int64_t j = 0; j < n; j++) {
+            if (fetch) fetch_row32(table + fetch[j] * 32);
             const float *r = rows[j];
             out[j] = hsum(ld(r) * q0 + ld(r + 8) * q1 + ld(r + 16) * q2 + ld(r + 24) * q3);
         }
@@ -205,7 +213,7 @@ KD_INLINE void add_rows2(float *restrict acc_a, float *restrict acc_b, const flo
     st8(acc_b + 16, ld(acc_b + 16) + b2); st8(acc_b + 24, ld(acc_b + 24) + b3);
 }
 
-/* s->g[slot of row] += a * x, as bias_add: no branch on whether the row has a slot yet. A new
+/* s->g[slot of row] += a * x, with no branch on whether the row has a slot yet. A new
  * slot's gradient row is not zeroed first but masked out bit by bit (the arena's memory may
  * hold anything, NaN included, so multiplying by zero would not do). d = 32 only. */
 KD_INLINE void slot_axpy32(Slots *s, int64_t row, float a, const float *x) {
@@ -235,24 +243,11 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     const float temp = t->temp[r], scale = temp * t->alpha[r], inv_temp = 1.0f / temp;
     for (int64_t j = 0; j < m; j++) rows[j] = st->Q + cand[j] * d;
     for (int64_t j = 0; j < n_rest; j++) rows[m + j] = qneg[j];
-    if (d == 32 && r + 1 < t->n) {
-        /* the next row's candidates, fetched while this row's are multiplied: two lines (an
-         * aligned row) per candidate, paced by the dot products. Candidates sit anywhere in the
-         * item table, and a burst of all the prefetches up front (tried) filled the miss
-         * buffers and gained little; the biases' and marks' lines (tried) gained nothing. */
-        const int64_t *next = t->items + (r + 1) * m;
-        const v8f q0 = ld(q), q1 = ld(q + 8), q2 = ld(q + 16), q3 = ld(q + 24);
-        for (int64_t j = 0; j < m; j++) {
-            const float *pf = st->Q + next[j] * 32;
-            __builtin_prefetch(pf);
-            __builtin_prefetch(pf + 16);
-            const float *rw = rows[j];
-            z[j] = hsum(ld(rw) * q0 + ld(rw + 8) * q1 + ld(rw + 16) * q2 + ld(rw + 24) * q3);
-        }
-        dots(z + m, rows + m, n_rest, q, d);
-    } else {
-        dots(z, rows, n, q, d);
-    }
+    /* the next row's candidates are fetched while this row's are multiplied: they sit anywhere
+     * in the item table, and a burst of all the prefetches up front (tried) filled the miss
+     * buffers and gained little; the biases' and marks' lines (tried) gained nothing */
+    dots(z, rows, m, q, d, st->Q, r + 1 < t->n ? t->items + (r + 1) * m : NULL);
+    dots(z + m, rows + m, n_rest, q, d, NULL, NULL);
     float zmax = -INFINITY, tmax = -INFINITY;
     for (int64_t j = 0; j < m; j++) {
         if (isfinite(tl[j])) {  /* padding on the teacher's side is left out on both */
@@ -337,11 +332,14 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     const int64_t max_m = st->soft.m > st->trans.m ? st->soft.m : st->trans.m;
     const int64_t n_kd = max_m + n_rest + 1;
     const size_t f = sizeof(float), i8 = sizeof(int64_t);
-    size_t size = f * (size_t)(B * d * 2 + 3 * B + 4 * (S + 1) + TILE * (S + 1) + 3 * n_kd + L + 1 + 2 * S * d)
+    size_t size = f * (size_t)(B * d * 2 + 3 * B + 4 * (S + 1) + TILE * (S + 1) + 3 * n_kd + L + 1
+                               + 2 * S * d)
                   + sizeof(double) * (size_t)(S + 1)
                   + sizeof(float *) * (size_t)(S + 1 + n_kd)
                   + i8 * (size_t)(2 * B + (B + S) + (B * L + 1) + S + 1)
-                  + i8 * (size_t)((st->n_items + 63) >> 6) + f * (size_t)(d * (B + (B + S) + (B * L + 1))) + 64 * 40; /* 64 per take */
+                  + i8 * (size_t)((st->n_items + 63) >> 6) /* the touched bias rows' bitmap */
+                  + f * (size_t)(d * (B + (B + S) + (B * L + 1)))
+                  + 64 * 40; /* up to 64 bytes of alignment per take */
     Arena ar = {malloc(size), 0, size};
     if (ar.base == NULL) return -1;
     /* the small buffers start at 0 (one memset); the per-slot gradients, most of the arena,
@@ -379,14 +377,10 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             /* the rows of the event four on: users and contexts sit anywhere in their tables
              * (measured: 1, 2, 4 and 8 ahead all gain, 4 the most) */
             const int64_t en = e + 4;
-            const float *pu = st->P + st->users[en] * 32;
-            __builtin_prefetch(pu);
-            __builtin_prefetch(pu + 16);
+            fetch_row32(st->P + st->users[en] * 32);
             for (int64_t l = 0; l < L; l++) {
                 const int32_t c = st->ctx[en * L + l];
-                const float *cr = st->C + (int64_t)(c < 0 ? 0 : c) * 32;
-                __builtin_prefetch(cr);
-                __builtin_prefetch(cr + 16);
+                fetch_row32(st->C + (int64_t)(c < 0 ? 0 : c) * 32);
             }
         }
         memcpy(he, st->P + st->users[e] * d, f * d);
@@ -421,11 +415,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     int64_t n_pos = 0;
     for (int64_t e = 0; e < B; e++) {
         const int64_t item = st->items[e];
-        if (e + 8 < B) { /* the own item's row of the event eight on */
-            const float *qn = st->Q + st->items[e + 8] * d;
-            __builtin_prefetch(qn);
-            __builtin_prefetch(qn + 16);
-        }
+        if (e + 8 < B) fetch_row32(st->Q + st->items[e + 8] * d); /* own item, 8 events on */
         const float zpos = dot(h + e * d, st->Q + item * d, d) + st->b[item];
         dzp[e] = 0.0f;
         if (st->w[e] > 0 && sampled) {
@@ -588,8 +578,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         if (e + 8 < B) { /* the slot-map entry and row of the own item eight events on */
             const int64_t nx = st->items[e + 8];
             __builtin_prefetch(st->mapQ + nx);
-            __builtin_prefetch(st->Q + nx * d);
-            __builtin_prefetch(st->Q + nx * d + 16);
+            fetch_row32(st->Q + nx * d);
         }
         axpy(dh + e * d, dzp[e], st->Q + item * d, d);
         if (d == 32)
@@ -603,7 +592,6 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     for (int64_t j = 0; j < n_rest; j++) st->mark[st->neg[j]] |= (int32_t)1 << j;
     for (int pass = 0; pass < 2; pass++) {
         const Targets *t = pass == 0 ? &st->soft : &st->trans;
-        /* no prefetch of the next row's candidates: the loop cost more than it hid */
         for (int64_t r = 0; r < t->n; r++) {
             const int64_t e = t->rows[r];
             distil(st, t, r, h + e * d, dh + e * d, kz, kpt, kg, krows, qneg, bneg, gneg_b,
