@@ -34,7 +34,10 @@ def kernel_available() -> bool:
 
 
 def _in_range(a: np.ndarray, lo: int, hi: int) -> bool:
-    """Whether every index of ``a`` lies in ``[lo, hi)`` (one C pass; needs the kernel)."""
+    """Whether every index of ``a`` lies in ``[lo, hi)``: one C pass where the kernel is built
+    (numpy's ``min()`` and ``max()`` are two calls of several us each), numpy's otherwise."""
+    if _kernel is None:
+        return not len(a) or (lo <= int(a.min()) and int(a.max()) < hi)
     if a.dtype not in (np.int64, np.int32) or not a.flags.c_contiguous:
         a = np.ascontiguousarray(a, np.int64)
     return bool(_kernel.in_range(a, a.dtype.itemsize, lo, hi))

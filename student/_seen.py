@@ -201,15 +201,9 @@ def _checked(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarr
     if users.shape != items.shape or users.ndim != 1:
         raise ValueError(f"seen pairs: users and items must be two 1-d arrays of one length, "
                          f"got shapes {users.shape} and {items.shape}")
-    from ._fused import _in_range, _kernel
+    from ._fused import _in_range
 
-    if _kernel is not None:  # one C pass per array instead of a min() and a max()
-        ok = _in_range(users, 0, 2**31) and _in_range(items, 0, 2**32)
-    else:
-        ok = not len(users) or (
-            users.min() >= 0 and users.max() < 2**31 and items.min() >= 0 and items.max() < 2**32
-        )
-    if not ok:
+    if not (_in_range(users, 0, 2**31) and _in_range(items, 0, 2**32)):
         raise ValueError("seen pairs: user indices must be in [0, 2**31), items in [0, 2**32)")
     return users, items
 

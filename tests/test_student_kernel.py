@@ -101,10 +101,15 @@ def test_kernel_matches_the_numpy_step(
 
 
 @needs_kernel
-def test_in_range_checks_every_index() -> None:
-    """The kernel trusts its indices: the one-pass bound check must see every element."""
+@pytest.mark.parametrize("kernel", [True, False])
+def test_in_range_checks_every_index(monkeypatch, kernel: bool) -> None:
+    """The kernel trusts its indices: the one-pass bound check must see every element, and
+    numpy's check where the extension is not built must agree."""
+    from kdstream.student import _fused
     from kdstream.student._fused import _in_range
 
+    if not kernel:
+        monkeypatch.setattr(_fused, "_kernel", None)
     for dtype in (np.int64, np.int32, np.int16):
         a = np.arange(10, dtype=dtype)
         assert _in_range(a, 0, 10) and not _in_range(a, 0, 9) and not _in_range(a, 1, 10)
