@@ -14,8 +14,8 @@ which hides a change of a few percent. Here twin students (same config, same bat
 ``student_step.py``) learn in alternating short blocks, one with each build swapped in, so slow
 spells of the machine hit both; the order inside each pair of blocks alternates too. Prints
 each build's events/s and ``new_over_old``; comparing a build with itself gives the noise
-(about 1% here). Both students must end with the same tables (``tables_match``): the builds
-must compute the same update.
+(about 1% here). Both students must end with the same tables and as many seen pairs
+(``tables_match``): the builds must compute the same update.
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ def main() -> None:
     batches = make_batches(users, items, ITEMS, 1024, args.kd, 0)
     n_neg = StudentConfig().n_negatives
     students = {name: new_student(users, ITEMS, 0, n_neg) for name in builds}
+    for name, st in students.items():
+        # the seen pairs' hash set keeps the build it was made with: give each twin its own
+        if hasattr(st.seen.store, "_k"):
+            st.seen.store._k = builds[name]
     per = max(1, len(batches) // args.blocks)
     n_blocks = min(args.blocks, len(batches) // per)
     seconds = dict.fromkeys(builds, 0.0)
@@ -84,7 +88,7 @@ def main() -> None:
     match = all(
         np.allclose(getattr(students["old"], t), getattr(students["new"], t), rtol=1e-3, atol=1e-5)
         for t in ("P", "Q", "C", "b")
-    )
+    ) and len(students["old"].seen) == len(students["new"].seen)
     out = {
         "kd": args.kd,
         "events": n_events,
