@@ -174,9 +174,9 @@ KD_INLINE void dots(float *restrict out, const float *const *rows, int64_t n, co
 /* acc += sum_j g[j] * rows[j]; for d = 32 the sums stay in registers (two sets, so consecutive
  * FMAs do not wait on each other) and meet ``acc`` once. */
 KD_INLINE void add_rows(float *restrict acc, const float *restrict g, const float *const *rows,
-                        int64_t n, int64_t d) {
+                        int64_t n, int64_t d, float scale) {
     if (d != 32) {
-        for (int64_t j = 0; j < n; j++) axpy(acc, g[j], rows[j], d);
+        for (int64_t j = 0; j < n; j++) axpy(acc, scale * g[j], rows[j], d);
         return;
     }
     v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
@@ -192,15 +192,16 @@ KD_INLINE void add_rows(float *restrict acc, const float *restrict g, const floa
         a0 += g[j] * ld(r); a1 += g[j] * ld(r + 8); a2 += g[j] * ld(r + 16);
         a3 += g[j] * ld(r + 24);
     }
-    st8(acc, ld(acc) + a0 + b0);
-    st8(acc + 8, ld(acc + 8) + a1 + b1);
-    st8(acc + 16, ld(acc + 16) + a2 + b2);
-    st8(acc + 24, ld(acc + 24) + a3 + b3);
+    st8(acc, ld(acc) + scale * (a0 + b0));
+    st8(acc + 8, ld(acc + 8) + scale * (a1 + b1));
+    st8(acc + 16, ld(acc + 16) + scale * (a2 + b2));
+    st8(acc + 24, ld(acc + 24) + scale * (a3 + b3));
 }
 
 /* add_rows for two events sharing the rows (d = 32): each row is loaded once for both. */
 KD_INLINE void add_rows2(float *restrict acc_a, float *restrict acc_b, const float *restrict ga,
-                         const float *restrict gb, const float *const *rows, int64_t n) {
+                         const float *restrict gb, const float *const *rows, int64_t n,
+                         float sa, float sb) {
     v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
     for (int64_t j = 0; j < n; j++) {
         const float *r = rows[j];
@@ -208,10 +209,10 @@ KD_INLINE void add_rows2(float *restrict acc_a, float *restrict acc_b, const flo
         a0 += ga[j] * r0; a1 += ga[j] * r1; a2 += ga[j] * r2; a3 += ga[j] * r3;
         b0 += gb[j] * r0; b1 += gb[j] * r1; b2 += gb[j] * r2; b3 += gb[j] * r3;
     }
-    st8(acc_a, ld(acc_a) + a0); st8(acc_a + 8, ld(acc_a + 8) + a1);
-    st8(acc_a + 16, ld(acc_a + 16) + a2); st8(acc_a + 24, ld(acc_a + 24) + a3);
-    st8(acc_b, ld(acc_b) + b0); st8(acc_b + 8, ld(acc_b + 8) + b1);
-    st8(acc_b + 16, ld(acc_b + 16) + b2); st8(acc_b + 24, ld(acc_b + 24) + b3);
+    st8(acc_a, ld(acc_a) + sa * a0); st8(acc_a + 8, ld(acc_a + 8) + sa * a1);
+    st8(acc_a + 16, ld(acc_a + 16) + sa * a2); st8(acc_a + 24, ld(acc_a + 24) + sa * a3);
+    st8(acc_b, ld(acc_b) + sb * b0); st8(acc_b + 8, ld(acc_b + 8) + sb * b1);
+    st8(acc_b + 16, ld(acc_b + 16) + sb * b2); st8(acc_b + 24, ld(acc_b + 24) + sb * b3);
 }
 
 /* s->g[slot of row] += a * x, with no branch on whether the row has a slot yet. A new
@@ -275,7 +276,7 @@ KD_INLINE void distil(const Step *st, const Targets *t, int64_t r, const float *
     const float ts_inv = scale / exp_shifted(pt, m, tmax);
     for (int64_t j = 0; j < m; j++) g[j] = z[j] * zs_inv - pt[j] * ts_inv;
     for (int64_t j = m; j < n; j++) g[j] = z[j] * zs_inv;
-    add_rows(dh, g, rows, n, d);
+    add_rows(dh, g, rows, n, d, 1.0f);
     for (int64_t j = 0; j < m; j++) bias_acc(st, touched, cand[j], g[j]);
     for (int64_t j = 0; j < n_rest; j++) g_rest[j] += g[m + j];
 }
@@ -333,7 +334,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     const int64_t max_m = st->soft.m > st->trans.m ? st->soft.m : st->trans.m;
     const int64_t n_kd = max_m + n_rest + 1;
     const size_t f = sizeof(float), i8 = sizeof(int64_t);
-    size_t size = f * (size_t)(B * d * 2 + 3 * B + 4 * (S + 1) + TILE * (S + 1) + 3 * n_kd + L + 1
+    size_t size = f * (size_t)(B * d * 2 + 3 * B + 4 * (S + 1) + TILE * (S + 1 + d) + 3 * n_kd + L + 1
                                + 2 * S * d)
                   + sizeof(double) * (size_t)(S + 1)
                   + sizeof(float *) * (size_t)(S + 1 + n_kd)
@@ -355,6 +356,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     float *zbase = take(&ar, f * (S + 1)); /* b - log q of each negative */
     float *bneg = take(&ar, f * (S + 1)); /* b of each negative */
     float *zt = take(&ar, f * TILE * (S + 1)); /* a tile's logits, then its gradients */
+    float *hs = take(&ar, f * TILE * d); /* a tile's queries, each times its softmax's scale */
     float *dzp = take(&ar, f * B), *zp_all = take(&ar, f * B);
     int64_t *pos_ev = take(&ar, i8 * B);
     int32_t *neg32 = take(&ar, sizeof(int32_t) * (S + 1));
@@ -484,8 +486,17 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             }
         }
         KD_TIC(2);
-        /* softmax of each row against its positive: the event's own item is not a negative */
-        for (int64_t i = 0; i < te; i++) {
+        /* softmax of each row against its positive (the event's own item is not a negative):
+         * the rows' exponentials, then their denominators eight rows at a time, off the rows'
+         * critical path. The rows are not divided by their denominators: the products that
+         * read them take each row's scale instead (the query gradients scale their sums, the
+         * negatives' gradients read the queries scaled), 16 multiplies per row fewer. */
+        float zsh[TILE], sums[TILE], hd[TILE], sc[TILE], dzt[TILE];
+        for (int64_t i = 0; i < TILE; i++) {
+            if (i >= te) { /* padding rows: finite, unused */
+                zsh[i] = 0.0f; sums[i] = 1.0f; hd[i] = 0.0f;
+                continue;
+            }
             const int64_t e = ev[i];
             const int64_t item = st->items[e];
             float *z = zt + i * S;
@@ -510,18 +521,34 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
                 if (st->neg[j] == item) z[j] = -INFINITY;
                 zmax = z[j] > zmax ? z[j] : zmax;
             }
-            const float ep = kd_exp(zp - zmax);
-            const float denom = ep + exp_shifted(z, S, zmax);
-            dzp[e] = (ep / denom - 1.0f) * hard[e];
-            const float scale = hard[e] / denom;
-            for (j = 0; j < S; j++) z[j] *= scale;
+            zsh[i] = zp - zmax;
+            sums[i] = exp_shifted(z, S, zmax);
+            hd[i] = hard[e];
+        }
+        for (int64_t i0 = 0; i0 < TILE; i0 += 8) {
+            const v8f ep = kd_exp8(ld(zsh + i0)), denom = ep + ld(sums + i0), hh = ld(hd + i0);
+            st8(dzt + i0, (ep / denom - 1.0f) * hh);
+            st8(sc + i0, hh / denom);
+        }
+        for (int64_t i = 0; i < te; i++) dzp[ev[i]] = dzt[i];
+        if (d == 32) {
+            for (int64_t i = 0; i < te; i++) {
+                const float *he = h + ev[i] * 32;
+                for (int k = 0; k < 32; k += 8) st8(hs + i * 32 + k, sc[i] * ld(he + k));
+            }
+        } else { /* the general width scales the rows themselves */
+            for (int64_t i = 0; i < te; i++) {
+                for (int64_t j = 0; j < S; j++) zt[i * S + j] *= sc[i];
+                sc[i] = 1.0f;
+            }
         }
         KD_TIC(3);
         /* dh of each event: Q_neg^T times its row, two events per pass over the rows */
         int64_t i = 0;
         for (; d == 32 && i + 2 <= te; i += 2)
-            add_rows2(dh + ev[i] * 32, dh + ev[i + 1] * 32, zt + i * S, zt + (i + 1) * S, qneg, S);
-        for (; i < te; i++) add_rows(dh + ev[i] * d, zt + i * S, qneg, S, d);
+            add_rows2(dh + ev[i] * 32, dh + ev[i + 1] * 32, zt + i * S, zt + (i + 1) * S, qneg, S,
+                      sc[i], sc[i + 1]);
+        for (; i < te; i++) add_rows(dh + ev[i] * d, zt + i * S, qneg, S, d, sc[i]);
         KD_TIC(4);
         /* each negative's row gradient: sum over the tile's events, one read-modify-write */
         int64_t j0 = 0;
@@ -531,12 +558,12 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             float sa = 0.0f, sb = 0.0f;
             for (int64_t i = 0; i < te; i++) {
                 const float ga = zt[i * S + j0], gb = zt[i * S + j0 + 1];
-                const float *he = h + ev[i] * 32;
+                const float *he = hs + i * 32;
                 const v8f h0 = ld(he), h1 = ld(he + 8), h2 = ld(he + 16), h3 = ld(he + 24);
                 a0 += ga * h0; a1 += ga * h1; a2 += ga * h2; a3 += ga * h3;
                 b0 += gb * h0; b1 += gb * h1; b2 += gb * h2; b3 += gb * h3;
-                sa += ga;
-                sb += gb;
+                sa += ga * sc[i];
+                sb += gb * sc[i];
             }
             float *ra = gq_neg + neg_slot[j0] * 32, *rb = gq_neg + neg_slot[j0 + 1] * 32;
             if (ra == rb) { /* the same item drawn twice: one row takes both */
@@ -557,10 +584,10 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
                 v8f c0 = ld(gr), c1 = ld(gr + 8), c2 = ld(gr + 16), c3 = ld(gr + 24);
                 for (int64_t i = 0; i < te; i++) {
                     const float g = zt[i * S + j];
-                    const float *he = h + ev[i] * 32;
+                    const float *he = hs + i * 32;
                     c0 += g * ld(he); c1 += g * ld(he + 8); c2 += g * ld(he + 16);
                     c3 += g * ld(he + 24);
-                    gsum += g;
+                    gsum += g * sc[i];
                 }
                 st8(gr, c0); st8(gr + 8, c1); st8(gr + 16, c2); st8(gr + 24, c3);
             } else {
