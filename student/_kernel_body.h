@@ -84,7 +84,15 @@ KD_INLINE void axpy(float *y, float a, const float *x, int64_t d) {
 /* Lanes of a where mask is set, of b elsewhere (C has no ?: on vectors). */
 KD_INLINE v8f sel(v8i mask, v8f a, v8f b) { return (v8f)((mask & (v8i)a) | (~mask & (v8i)b)); }
 
+#if defined(__AVX__) && defined(__GNUC__) && !defined(__clang__)
+/* maxps: one instruction for a compare and a blend, the same lanes (b where either is NaN) */
+typedef float kd_v8sf __attribute__((vector_size(32)));
+KD_INLINE v8f vmax(v8f a, v8f b) {
+    return (v8f)__builtin_ia32_maxps256((kd_v8sf)a, (kd_v8sf)b);
+}
+#else
 KD_INLINE v8f vmax(v8f a, v8f b) { return sel(a > b, a, b); }
+#endif
 
 KD_INLINE v8f kd_exp8(v8f x) {
     const v8f zero = {0};
@@ -105,24 +113,34 @@ KD_INLINE v8f kd_exp8(v8f x) {
     return sel(x < lo, zero, y * (v8f)((n + 127) << 23));
 }
 
-/* exp for arguments <= 0 or -inf, as every softmax shifted by its maximum has: no upper clamp,
- * a fixed rounding offset, no clamp below (what lies below ``lo``, -inf included, computes
- * garbage that the final select replaces with 0; no trap, FTZ/DAZ is on), and a degree-4
- * polynomial fitted for relative error on [-ln2/2, ln2/2] instead of kd_exp8's degree 6:
- * relative error 5.5e-6 at most against 8e-8 (benchmarks/exp_fit.py fits these coefficients
- * and measures both), far below what a sampled softmax's gradient can tell apart, in three FMAs
- * fewer (each exp of the hard loss and of distillation is this one). */
+/* exp for arguments <= 0 or -inf, as every softmax shifted by its maximum has: arguments below
+ * ``lo`` (-inf included) are raised to it, giving 2^-126 (a normal float, where the sum and the
+ * products it meets leave it as good as 0; FTZ/DAZ is on) instead of a compare and a select;
+ * no upper clamp; n rounded by adding 1.5 * 2^23, which leaves n in the low bits (two float
+ * adds where two conversions cost more); and a degree-4 polynomial fitted for relative error
+ * on [-ln2/2, ln2/2] instead of kd_exp8's degree 6: relative error 5.7e-6 at most with FMA
+ * (9.5e-6 without) against 3e-7 (benchmarks/exp_fit.py fits these coefficients and measures
+ * this pipeline and the degree-6 one), far below what a sampled softmax's gradient can tell
+ * apart. Every exp of the hard loss and of distillation is this one. */
 KD_INLINE v8f kd_exp8_nonpos(v8f x) {
-    const v8f zero = {0};
-    const v8f lo = zero - 87.3365478515625f;
-    const v8f t = x * 1.44269504088896341f;
-    const v8i n = __builtin_convertvector(t - 0.5f, v8i);
-    const v8f fx = __builtin_convertvector(n, v8f);
-    const v8f r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
+    const v8f lo = (v8f){0} - 87.3365478515625f;
+    x = vmax(x, lo);
+    const v8f tm = x * 1.44269504088896341f + 12582912.0f; /* round(x log2 e) + 1.5 * 2^23 */
+    v8f tb = tm; /* an opaque copy: keeps (tm - 1.5 * 2^23) from folding back to x log2 e */
+#if defined(__AVX__)
+    __asm__("" : "+x"(tb));
+#else
+    __asm__("" : "+m"(tb));
+#endif
+    const v8f fx = tb - 12582912.0f;
+    /* one constant, no Cody-Waite pair: with FMA (the AVX2 build) fx * ln2 is not rounded, and
+     * |n| <= 126 keeps ln2's own rounding below 3e-7 (GCC merged the pair into this anyway) */
+    const v8f r = x - fx * 0.693147180559945f;
     v8f y = r * 0.0412755571f + 0.167540148f;
     y = y * r + 0.500051737f;
     y = y * r * r + r + 1.0f;
-    return sel(x < lo, zero, y * (v8f)((n + 127) << 23));
+    /* tm's bits are 0x4B400000 + n; shifted by 23 the constant part leaves the word */
+    return y * (v8f)(((v8i)tm + 127) << 23);
 }
 
 /* exp of one float: lane 0 of the vector version, so every exp of the step is the same
