@@ -8,6 +8,8 @@ from typing import Any
 
 from kdstream.errors import ConfigError
 
+KD_REST = 16  # shared negatives that stand for the rest of the catalogue in distillation
+
 
 @dataclass(frozen=True)
 class StudentConfig:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._config import KD_REST
+
 if TYPE_CHECKING:
     from ._model import SoftTargets, Student
 
@@ -43,6 +45,19 @@ def _in_range(a: np.ndarray, lo: int, hi: int) -> bool:
     return bool(_kernel.in_range(a, a.dtype.itemsize, lo, hi))
 
 
+def _bounds(a: np.ndarray) -> tuple[int, int]:
+    """``(min, max)`` of the indices of ``a``, ``(0, -1)`` when it is empty: one C pass where the
+    kernel is built, numpy's otherwise."""
+    if not len(a):
+        return 0, -1
+    if _kernel is None:
+        return int(a.min()), int(a.max())
+    if a.dtype not in (np.int64, np.int32) or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a, np.int64)
+    lo, hi = _kernel.bounds(a, a.dtype.itemsize)
+    return lo, hi
+
+
 def _targets(t: SoftTargets | None, n_events: int, n_items: int) -> tuple[np.ndarray, ...] | None:
     """The kernel's five arrays for ``t`` (empty when None), or None if it cannot take them."""
     if t is None or len(t.rows) == 0:
@@ -59,13 +74,14 @@ def _targets(t: SoftTargets | None, n_events: int, n_items: int) -> tuple[np.nda
     return rows, items, logits, temp, alpha
 
 
-def _histories_take(st: Student, users: np.ndarray, items: np.ndarray) -> bool:
-    """Whether the kernel's history passes can take this batch (they trust their indices)."""
+def _histories_take(st: Student, users: np.ndarray, items: np.ndarray, checked: bool) -> bool:
+    """Whether the kernel's history passes can take this batch (they trust their indices);
+    ``checked``: the caller knows every user has a history row and every item fits an int32."""
     if not kernel_available() or st.hist.dtype != np.int32 or not st.hist.flags.c_contiguous:
         return False
     if len(users) == 0 or len(items) != len(users):
         return False
-    return _in_range(users, 0, len(st.hist)) and _in_range(items, 0, 2**31 - 1)
+    return checked or (_in_range(users, 0, len(st.hist)) and _in_range(items, 0, 2**31 - 1))
 
 
 class FusedStep:
@@ -74,6 +90,9 @@ class FusedStep:
 
     def __init__(self) -> None:
         self._maps: dict[str, np.ndarray] = {}
+        # the tables last found float32 and contiguous, held (not their ids, which a freed
+        # array's successor could take) so a batch on the same tables skips the ten checks
+        self._tables_ok: tuple[np.ndarray, ...] = ()
 
     def _map(self, name: str, n: int, fill: float = -1, dtype: type = np.int32) -> np.ndarray:
         m = self._maps.get(name)
@@ -82,11 +101,14 @@ class FusedStep:
             self._maps[name] = m
         return m
 
-    def contexts(self, st: Student, users: np.ndarray, items: np.ndarray, update: bool):
+    def contexts(
+        self, st: Student, users: np.ndarray, items: np.ndarray, update: bool, checked: bool = False
+    ):
         """``(B, L)`` contexts of a batch (see ``Student.event_contexts``), and with ``update``
-        the users' histories moved past it; None where the kernel cannot take the batch."""
+        the users' histories moved past it; None where the kernel cannot take the batch.
+        ``checked``: the caller bounded the indices already (see ``_histories_take``)."""
         big_l = st.config.context_len
-        if not _histories_take(st, users, items):
+        if not _histories_take(st, users, items, checked):
             return None
         out = np.empty((len(users), big_l), np.int32)
         _kernel.contexts(
@@ -106,7 +128,7 @@ class FusedStep:
         """Move the users' histories past a batch from its ``(B, L)`` contexts (no second pass
         over the histories); False where the kernel cannot take it."""
         big_l = st.config.context_len
-        if not _histories_take(st, users, items):
+        if not _histories_take(st, users, items, False):
             return False
         ctx = np.ascontiguousarray(contexts, np.int32)
         if ctx.shape != (len(users), big_l):
@@ -132,16 +154,24 @@ class FusedStep:
         soft: SoftTargets | None,
         transition: SoftTargets | None,
         contexts: np.ndarray,
+        checked: bool = False,
+        ctx_checked: bool = False,
     ) -> bool:
-        """Apply one micro-batch step to ``st``'s tables; False if the kernel cannot take it."""
+        """Apply one micro-batch step to ``st``'s tables; False if the kernel cannot take it.
+        ``checked``: the caller bounded users, items and negatives inside the tables already;
+        ``ctx_checked``: the contexts come from the histories (items the tables hold)."""
         cfg = st.config
         if not kernel_available() or cfg.kd_item_vectors:
             return False
-        tables = [getattr(st, name) for name in _TABLES]
-        if any(t.dtype != _F32 or not t.flags.c_contiguous for t in tables):
-            return False
+        tables = tuple(getattr(st, name) for name in _TABLES)
+        if len(tables) != len(self._tables_ok) or any(
+            a is not b for a, b in zip(tables, self._tables_ok, strict=False)
+        ):
+            if any(t.dtype != _F32 or not t.flags.c_contiguous for t in tables):
+                return False
+            self._tables_ok = tables
         n_items = len(st.Q)
-        if not (
+        if not checked and not (
             _in_range(users, 0, len(st.P))
             and _in_range(items, 0, n_items)
             and _in_range(negatives, 0, n_items)
@@ -149,7 +179,9 @@ class FusedStep:
             return False
         ctx = np.ascontiguousarray(contexts, np.int32)
         # negative entries pad a context (the kernel skips them)
-        if ctx.shape != (len(users), cfg.context_len) or not _in_range(ctx, -(2**31), len(st.C)):
+        if ctx.shape != (len(users), cfg.context_len) or not (
+            ctx_checked or _in_range(ctx, -(2**31), len(st.C))
+        ):
             return False
         soft_arrays = _targets(soft, len(users), n_items)
         trans_arrays = _targets(transition, len(users), n_items)
@@ -160,8 +192,6 @@ class FusedStep:
         pos_shift = np.asarray(pos_logq, np.float32) if use_logq else _EMPTY_F32
         if use_logq and (len(neg_shift) != len(negatives) or len(pos_shift) != len(users)):
             return False
-        from ._model import _KD_REST
-
         _kernel.step(
             *tables,
             self._map("P", len(st.P)),
@@ -180,7 +210,7 @@ class FusedStep:
             *trans_arrays,
             cfg.context_len,
             cfg.dim,
-            _KD_REST,
+            KD_REST,
             cfg.lr,
             cfg.l2,
             cfg.learn_context_weights and cfg.context_len > 0,

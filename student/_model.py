@@ -16,12 +16,11 @@ import numpy as np
 from kdstream.errors import ConfigError, ModelError
 
 from ._arrays import concat_aligned, unique_inverse_bounded
-from ._config import StudentConfig
-from ._fused import FusedStep
+from ._config import KD_REST, StudentConfig
+from ._fused import FusedStep, _bounds
 from ._seen import SeenPairs
 
 _EPS = 1e-8
-_KD_REST = 16  # shared negatives that stand for the rest of the catalogue in distillation
 
 
 @dataclass
@@ -338,10 +337,10 @@ class Student:
         contexts
             The batch's :meth:`event_contexts`, when the caller computed them already.
         """
-        users = np.asarray(users, np.int64)
-        items = np.asarray(items, np.int64)
+        users = np.ascontiguousarray(users, np.int64)
+        items = np.ascontiguousarray(items, np.int64)
         w = np.asarray(weights, np.float32)
-        negatives = np.asarray(negatives, np.int64)
+        negatives = np.ascontiguousarray(negatives, np.int64)
         if not (len(users) == len(items) == len(w)):
             raise ConfigError(
                 f"learn_many: users, items, weights must have one length, got "
@@ -349,23 +348,25 @@ class Student:
             )
         if len(users) == 0:
             return
-        n_items_needed = int(max(items.max(), negatives.max() if len(negatives) else -1)) + 1
-        self.grow(int(users.max()) + 1, n_items_needed)
+        (u_lo, u_hi), (i_lo, i_hi), (n_lo, n_hi) = map(_bounds, (users, items, negatives))
+        self.grow(u_hi + 1, max(i_hi, n_hi) + 1)
+        # no index below 0: all of them lie in the grown tables, and the compiled passes need
+        # not check them again (a negative one goes to the numpy step, which reports it)
+        in_tables = min(u_lo, i_lo, n_lo) >= 0
         advanced = False
         if contexts is None and self.config.context_len:
             # one pass gives the contexts and moves the histories past the batch (the step reads
             # only the contexts); a second pass over a table of users was most of their cost
-            contexts = self._fused.contexts(self, users, items, update=True)
+            contexts = self._fused.contexts(
+                self, users, items, update=True, checked=in_tables and i_hi < 2**31 - 1
+            )
             advanced = contexts is not None
         if contexts is None:
             contexts = self.event_contexts(users, items)
         # the compiled step where it is built; the numpy step below is its reference
-        if not self._fused.run(
-            self, users, items, w, negatives, neg_logq, pos_logq, soft, transition, contexts
-        ):
-            grads = self.gradients(
-                users, items, w, negatives, neg_logq, pos_logq, soft, transition, contexts
-            )
+        args = (users, items, w, negatives, neg_logq, pos_logq, soft, transition, contexts)
+        if not self._fused.run(self, *args, checked=in_tables, ctx_checked=advanced):
+            grads = self.gradients(*args)
             self._adagrad(self.P, self.gP, grads.p)
             self._adagrad(self.Q, self.gQ, grads.q)
             if grads.c:
@@ -501,7 +502,7 @@ class Student:
         zs = (qc @ query[:, :, None])[:, :, 0] + self.b[cand]
         # A few of the batch's negatives stand for the rest of the catalogue: enough to lift
         # the candidates above other items, cheap enough to keep the step fast.
-        negatives, q_neg, b_neg = negatives[:_KD_REST], q_neg[:_KD_REST], b_neg[:_KD_REST]
+        negatives, q_neg, b_neg = negatives[:KD_REST], q_neg[:KD_REST], b_neg[:KD_REST]
         zn = query @ q_neg.T + b_neg
         # a negative that is also a candidate takes part once, as a candidate
         zn[self._candidate_negatives(cand, negatives)] = -np.inf

@@ -121,6 +121,43 @@ def test_in_range_checks_every_index(monkeypatch, kernel: bool) -> None:
 
 
 @needs_kernel
+@pytest.mark.parametrize("kernel", [True, False])
+def test_bounds_sees_every_index(monkeypatch, kernel: bool) -> None:
+    """learn_many grows the tables to these bounds and then trusts them: the one-pass min and
+    max must see every element, and numpy's where the extension is not built must agree."""
+    from kdstream.student import _fused
+    from kdstream.student._fused import _bounds
+
+    if not kernel:
+        monkeypatch.setattr(_fused, "_kernel", None)
+    for dtype in (np.int64, np.int32, np.int16):
+        a = np.array([5, 3, 9, 4], dtype=dtype)
+        assert _bounds(a) == (3, 9)
+        a[3] = -7
+        assert _bounds(a) == (-7, 9)
+    assert _bounds(np.empty(0, np.int64)) == (0, -1)
+    assert _bounds(np.arange(20)[::3]) == (0, 18)  # strided
+    big = np.array([2**40, -(2**40)], np.int64)
+    assert _bounds(big) == (-(2**40), 2**40)
+
+
+@needs_kernel
+def test_tables_swapped_after_a_kernel_step_go_to_numpy(monkeypatch) -> None:
+    """The kernel remembers which tables it found float32 and contiguous: a table replaced
+    after a step (a float64 one, as gradient checks use) must be checked again, not trusted."""
+    monkeypatch.setenv("KDSTREAM_STUDENT_KERNEL", "1")
+    st = Student(StudentConfig(dim=8, context_len=2, n_negatives=4))
+    batch = (np.array([0, 1]), np.array([1, 2]), np.ones(2, np.float32), np.array([2, 3]))
+    st.learn_many(*batch)
+    ctx = st.event_contexts(batch[0], batch[1])
+    assert st._fused.run(st, *batch, None, None, None, None, ctx)
+    st.P = st.P.astype(np.float64)
+    assert not st._fused.run(st, *batch, None, None, None, None, ctx)
+    st.learn_many(*batch)  # the numpy step takes it
+    assert st.P.dtype == np.float64 and np.isfinite(st.P).all()
+
+
+@needs_kernel
 def test_kernel_leaves_what_it_cannot_take_to_numpy(monkeypatch) -> None:
     """Item-vector distillation and indices outside the tables take the numpy path, which
     raises for a bad index as it always did (the kernel trusts its indices)."""
