@@ -93,6 +93,7 @@ class FusedStep:
         # the tables last found float32 and contiguous, held (not their ids, which a freed
         # array's successor could take) so a batch on the same tables skips the ten checks
         self._tables_ok: tuple[np.ndarray, ...] = ()
+        self._table_ids: tuple[int, ...] = ()  # theirs: unique while they are held
 
     def _map(self, name: str, n: int, fill: float = -1, dtype: type = np.int32) -> np.ndarray:
         m = self._maps.get(name)
@@ -164,12 +165,11 @@ class FusedStep:
         if not kernel_available() or cfg.kd_item_vectors:
             return False
         tables = tuple(getattr(st, name) for name in _TABLES)
-        if len(tables) != len(self._tables_ok) or any(
-            a is not b for a, b in zip(tables, self._tables_ok, strict=False)
-        ):
+        ids = tuple(map(id, tables))
+        if ids != self._table_ids:
             if any(t.dtype != _F32 or not t.flags.c_contiguous for t in tables):
                 return False
-            self._tables_ok = tables
+            self._tables_ok, self._table_ids = tables, ids
         n_items = len(st.Q)
         if not checked and not (
             _in_range(users, 0, len(st.P))

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._arrays import isin_sorted, unique_sorted
+from ._fused import _bounds
 
 _SHIFT = np.int64(32)
 _TAIL_MAX = 16_384
@@ -140,11 +141,11 @@ class HashedPairs:
         return self._n
 
     def add(self, users: np.ndarray, items: np.ndarray) -> None:
-        users, items = _checked(users, items)
+        users, items, max_user = _checked(users, items)
         if len(users) == 0:
             return
         t, need = self._t, self._n + len(users)
-        if need > len(t.keys) or 2 * need > len(t.slots) or int(users.max()) >= len(t.head):
+        if need > len(t.keys) or 2 * need > len(t.slots) or max_user >= len(t.head):
             keys, nxt = _grown(t.keys, need), _grown(t.next, need)
             cap = len(t.slots)
             while 2 * need > cap:
@@ -153,14 +154,14 @@ class HashedPairs:
             if cap != len(slots):
                 slots = np.empty(cap, np.int64)
                 self._k.seen_rehash(slots, keys, self._n)
-            n_users = int(users.max()) + 1
+            n_users = max_user + 1
             t = _Tables(slots, keys, nxt, _grown(t.head, n_users, -1), _grown(t.count, n_users, 0))
             self._t = t  # one assignment: readers see the old tables or the new ones
         self._n += self._k.seen_add(t.slots, t.keys, t.next, t.head, t.count, self._n, users, items)
 
     def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Boolean mask: which (users[k], items[k]) pairs were seen."""
-        users, items = _checked(users, items)
+        users, items, _ = _checked(users, items)
         out = np.zeros(len(users), np.uint8)
         if len(users):
             t = self._t
@@ -195,17 +196,17 @@ class HashedPairs:
         return s
 
 
-def _checked(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _checked(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The pairs as int64 arrays, checked, and the largest user (-1 for none)."""
     users = np.ascontiguousarray(users, np.int64)
     items = np.ascontiguousarray(items, np.int64)
     if users.shape != items.shape or users.ndim != 1:
         raise ValueError(f"seen pairs: users and items must be two 1-d arrays of one length, "
                          f"got shapes {users.shape} and {items.shape}")
-    from ._fused import _in_range
-
-    if not (_in_range(users, 0, 2**31) and _in_range(items, 0, 2**32)):
+    (u_lo, u_hi), (i_lo, i_hi) = _bounds(users), _bounds(items)
+    if u_lo < 0 or u_hi >= 2**31 or i_lo < 0 or i_hi >= 2**32:
         raise ValueError("seen pairs: user indices must be in [0, 2**31), items in [0, 2**32)")
-    return users, items
+    return users, items, u_hi
 
 
 class SeenPairs:
