@@ -9,6 +9,7 @@ import numpy as np
 from kdstream.errors import ConfigError
 from kdstream.student import SoftTargets, Student, StudentConfig
 
+from ._negatives import NegativeSampler
 from ._popularity import Popularity
 
 
@@ -147,6 +148,9 @@ class Learner:
         self.student = Student(student_config)
         self.counts = Popularity()
         self._rng = np.random.default_rng(self.config.seed)
+        self.negatives = NegativeSampler(
+            self.config.neg_exponent, self.student.config.n_negatives, self._rng
+        )
         self.user_labels = _LabelTable()
         self.item_labels = _LabelTable()
         self.teacher_version = 0
@@ -213,12 +217,7 @@ class Learner:
             return
         n_items = max(int(items.max()) + 1, self.student.n_items)
         self.counts.learn_many(items, (weights > 0).astype(np.float64), ts)
-        prior = self.counts.scores(n_items) ** self.config.neg_exponent
-        prior += 1e-3  # every known item can be drawn
-        p = prior / prior.sum()
-        s = self.student.config.n_negatives
-        negatives = self._rng.choice(n_items, size=s, p=p)
-        logq = np.log(s * p)
+        negatives, neg_logq, pos_logq = self.negatives.draw(self.counts, n_items, items)
         soft = trans = None
         contexts = None
         if self.config.distill:
@@ -245,8 +244,8 @@ class Learner:
             items,
             weights,
             negatives,
-            neg_logq=logq[negatives],
-            pos_logq=logq[items],
+            neg_logq=neg_logq,
+            pos_logq=pos_logq,
             soft=soft,
             transition=trans,
             contexts=contexts,

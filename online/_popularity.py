@@ -48,12 +48,27 @@ class Popularity:
                 self._t_ref += shift * self.half_life_s
                 expo -= shift
             w = w * np.exp2(expo)
-        self._s += np.bincount(items, weights=w, minlength=len(self._s))[: len(self._s)]
+        if 256 * len(items) < len(self._s):
+            # a batch far smaller than the table: sums over the items it has instead of a pass
+            # over the whole table (the same sums, added in the same order); np.unique costs
+            # about what a pass over 200 table entries per batch item does (measured)
+            touched, inverse = np.unique(items, return_inverse=True)
+            self._s[touched] += np.bincount(inverse, weights=w)
+        else:
+            self._s += np.bincount(items, weights=w, minlength=len(self._s))[: len(self._s)]
 
     def scores(self, n_items: int) -> np.ndarray:
         """Scores of items 0..n_items-1 (monotone in decayed counts)."""
         self._grow(n_items)
         return self._s[:n_items].copy()
+
+    def view(self, n_items: int) -> np.ndarray:
+        """The scores of items 0..n_items-1 without a copy: read-only, valid until the next
+        update."""
+        self._grow(n_items)
+        v = self._s[:n_items]
+        v.flags.writeable = False
+        return v
 
     def counts(self, n_items: int) -> np.ndarray:
         return self.scores(n_items)
