@@ -352,8 +352,8 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
     const int64_t max_m = st->soft.m > st->trans.m ? st->soft.m : st->trans.m;
     const int64_t n_kd = max_m + n_rest + 1;
     const size_t f = sizeof(float), i8 = sizeof(int64_t);
-    size_t size = f * (size_t)(B * d * 2 + 3 * B + 4 * (S + 1) + TILE * (S + 1 + d) + 3 * n_kd + L + 1
-                               + 2 * S * d)
+    size_t size = f * (size_t)(B * d * 2 + 3 * B + 4 * (S + 1) + TILE * (S + 1 + d) + 3 * n_kd
+                               + L + 1 + 2 * S * d)
                   + sizeof(double) * (size_t)(S + 1)
                   + sizeof(float *) * (size_t)(S + 1 + n_kd)
                   + i8 * (size_t)(2 * B + (B + S) + (B * L + 1) + S + 1)
