@@ -434,3 +434,41 @@ def test_dead_letter_from_bytes_rejects_garbage() -> None:
                 b'{"raw_b64": "", "what": 1}'):
         with pytest.raises(DecodeError):
             DeadLetter.from_bytes(bad)
+
+
+# -- soft labels: the lists' one-pass checks ----------------------------------------------------
+
+_LABELS = {"user": "u1", "temperature": 2.0, "teacher_version": 1, "trained_until": 1e9}
+
+
+@pytest.mark.parametrize(
+    ("items", "logits", "field"),
+    [
+        (["a", "b\x07c"], [1.0, 2.0], "items"),  # a control character inside one id
+        (["a", ""], [1.0, 2.0], "items"),  # an empty id
+        (["a", "x" * 257], [1.0, 2.0], "items"),  # one id over 256 characters
+        (["a", ["b"]], [1.0, 2.0], "items"),
+        (["a", "b"], [1.0, True], "logits"),  # a bool is not a number here
+        (["a", "b"], [1.0, 10**400], "logits"),  # an int too large for a float
+        (["a", "b"], [1.0, "2.0"], "logits"),
+        (["a", "b"], [1e308, math.inf], "logits"),
+        (["a", "b"], [math.nan, 1.0], "logits"),
+    ],
+)
+def test_soft_label_lists_reject_any_bad_element(items: list, logits: list, field: str) -> None:
+    with pytest.raises(DecodeError) as info:  # a mapping: values JSON cannot carry get here too
+        decode_soft_labels({**_LABELS, "items": items, "logits": logits})
+    assert info.value.field == field, info.value.reason
+
+
+def test_soft_label_lists_mixed_elements_decode_as_one_by_one() -> None:
+    """Ids as ints and strs, logits as ints and floats: the element-wise path normalises them
+    (ids to strings, logits to floats), the same as plain lists would give."""
+    raw = json.dumps({**_LABELS, "items": ["a", 7, "c"], "logits": [1, 2.5, -3]}).encode()
+    labels = decode_soft_labels(raw)
+    assert labels.items == ("a", "7", "c")
+    assert labels.logits == (1.0, 2.5, -3.0) and all(type(x) is float for x in labels.logits)
+    plain = decode_soft_labels(
+        json.dumps({**_LABELS, "items": ["a", "7", "c"], "logits": [1.0, 2.5, -3.0]}).encode()
+    )
+    assert (plain.items, plain.logits) == (labels.items, labels.logits)
