@@ -35,19 +35,10 @@ def kernel_available() -> bool:
     return _kernel is not None and os.environ.get("KDSTREAM_STUDENT_KERNEL", "1") != "0"
 
 
-def _in_range(a: np.ndarray, lo: int, hi: int) -> bool:
-    """Whether every index of ``a`` lies in ``[lo, hi)``: one C pass where the kernel is built
-    (numpy's ``min()`` and ``max()`` are two calls of several us each), numpy's otherwise."""
-    if _kernel is None:
-        return not len(a) or (lo <= int(a.min()) and int(a.max()) < hi)
-    if a.dtype not in (np.int64, np.int32) or not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a, np.int64)
-    return bool(_kernel.in_range(a, a.dtype.itemsize, lo, hi))
-
-
 def _bounds(a: np.ndarray) -> tuple[int, int]:
     """``(min, max)`` of the indices of ``a``, ``(0, -1)`` when it is empty: one C pass where the
-    kernel is built, numpy's otherwise."""
+    kernel is built (numpy's ``min()`` and ``max()`` are two calls of several us each), numpy's
+    otherwise."""
     if not len(a):
         return 0, -1
     if _kernel is None:
@@ -56,6 +47,12 @@ def _bounds(a: np.ndarray) -> tuple[int, int]:
         a = np.ascontiguousarray(a, np.int64)
     lo, hi = _kernel.bounds(a, a.dtype.itemsize)
     return lo, hi
+
+
+def _in_range(a: np.ndarray, lo: int, hi: int) -> bool:
+    """Whether every index of ``a`` lies in ``[lo, hi)``."""
+    a_lo, a_hi = _bounds(a)
+    return not len(a) or (lo <= a_lo and a_hi < hi)
 
 
 def _targets(t: SoftTargets | None, n_events: int, n_items: int) -> tuple[np.ndarray, ...] | None:

@@ -279,9 +279,9 @@ static PyObject *kd_profile(PyObject *self, PyObject *args) {
 #endif
 }
 
-/* Min and max of an int64 (itemsize 8) or int32 (4) buffer, in one pass where numpy's min() and
- * max() take two calls of several us each: the kernels trust their indices, so the Python side
- * checks every batch with these. 0 on success; -1 with a ValueError set for another itemsize. */
+/* bounds(ints, itemsize): (min, max) of an int64 (itemsize 8) or int32 (4) buffer, (0, -1) for
+ * none, in one pass where numpy's min() and max() take two calls of several us each: the kernels
+ * trust their indices, so the Python side bounds every batch's with this. */
 #define KD_MIN_MAX(T, buf, len, mn, mx)                          \
     do {                                                         \
         const T *x_ = (buf);                                     \
@@ -291,50 +291,30 @@ static PyObject *kd_profile(PyObject *self, PyObject *args) {
         }                                                        \
     } while (0)
 
-static int min_max(const Py_buffer *a, int itemsize, int64_t *mn, int64_t *mx) {
-    if (itemsize == 8) {
-        KD_MIN_MAX(int64_t, a->buf, a->len, *mn, *mx);
-    } else if (itemsize == 4) {
-        KD_MIN_MAX(int32_t, a->buf, a->len, *mn, *mx);
-    } else {
-        PyErr_Format(PyExc_ValueError, "itemsize must be 4 or 8, got %d", itemsize);
-        return -1;
-    }
-    return 0;
-}
-
-/* in_range(ints, itemsize, lo, hi): whether every int lies in [lo, hi). */
-static PyObject *kd_in_range(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer a = {0};
-    int itemsize;
-    long long lo, hi;
-    if (!PyArg_ParseTuple(args, "y*iLL", &a, &itemsize, &lo, &hi)) return NULL;
-    int64_t mn = lo, mx = lo; /* both stay at lo for an empty buffer */
-    const int rc = min_max(&a, itemsize, &mn, &mx);
-    const int ok = mn >= lo && (a.len == 0 || mx < hi);
-    PyBuffer_Release(&a);
-    return rc ? NULL : PyBool_FromLong(ok);
-}
-
-/* bounds(ints, itemsize): (min, max) of the ints; (0, -1) for none. */
 static PyObject *kd_bounds(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer a = {0};
     int itemsize;
     if (!PyArg_ParseTuple(args, "y*i", &a, &itemsize)) return NULL;
     int64_t mn = INT64_MAX, mx = INT64_MIN;
-    const int rc = min_max(&a, itemsize, &mn, &mx);
+    if (itemsize == 8) {
+        KD_MIN_MAX(int64_t, a.buf, a.len, mn, mx);
+    } else if (itemsize == 4) {
+        KD_MIN_MAX(int32_t, a.buf, a.len, mn, mx);
+    } else {
+        PyBuffer_Release(&a);
+        PyErr_Format(PyExc_ValueError, "bounds: itemsize must be 4 or 8, got %d", itemsize);
+        return NULL;
+    }
     if (a.len == 0) {
         mn = 0;
         mx = -1;
     }
     PyBuffer_Release(&a);
-    return rc ? NULL : Py_BuildValue("LL", (long long)mn, (long long)mx);
+    return Py_BuildValue("LL", (long long)mn, (long long)mx);
 }
 
 static PyMethodDef methods[] = {
-    {"in_range", kd_in_range, METH_VARARGS, "Whether every int of a buffer lies in [lo, hi)."},
     {"bounds", kd_bounds, METH_VARARGS, "(min, max) of the ints of a buffer; (0, -1) for none."},
     {"profile", kd_profile, METH_NOARGS, "Cycles per section of the step (profile builds), cleared."},
     {"step", kd_step, METH_VARARGS, "One fused micro-batch step of the student (see _fused.py)."},
