@@ -121,7 +121,8 @@ KD_INLINE v8f kd_exp8(v8f x) {
  * on [-ln2/2, ln2/2] instead of kd_exp8's degree 6: relative error 5.7e-6 at most with FMA
  * (9.5e-6 without) against 3e-7 (benchmarks/exp_fit.py fits these coefficients and measures
  * this pipeline and the degree-6 one), far below what a sampled softmax's gradient can tell
- * apart. Every exp of the hard loss and of distillation is this one. */
+ * apart. Every row of the hard loss's and distillation's softmaxes takes this one; the
+ * positives' own terms and the logistic loss of negative events keep kd_exp8. */
 KD_INLINE v8f kd_exp8_nonpos(v8f x) {
     const v8f lo = (v8f){0} - 87.3365478515625f;
     x = vmax(x, lo);
@@ -161,7 +162,7 @@ KD_INLINE float exp_shifted(float *z, int64_t n, float shift) {
     }
     float total = hsum(sum);
     for (; j < n; j++) {
-        z[j] = kd_exp(z[j] - shift);
+        z[j] = kd_exp8_nonpos((v8f){0} + (z[j] - shift))[0];
         total += z[j];
     }
     return total;
@@ -549,16 +550,9 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
             st8(sc + i0, hh / denom);
         }
         for (int64_t i = 0; i < te; i++) dzp[ev[i]] = dzt[i];
-        if (d == 32) {
-            for (int64_t i = 0; i < te; i++) {
-                const float *he = h + ev[i] * 32;
-                for (int k = 0; k < 32; k += 8) st8(hs + i * 32 + k, sc[i] * ld(he + k));
-            }
-        } else { /* the general width scales the rows themselves */
-            for (int64_t i = 0; i < te; i++) {
-                for (int64_t j = 0; j < S; j++) zt[i * S + j] *= sc[i];
-                sc[i] = 1.0f;
-            }
+        for (int64_t i = 0; i < te; i++) {
+            const float *he = h + ev[i] * d;
+            for (int64_t k = 0; k < d; k++) hs[i * d + k] = sc[i] * he[k];
         }
         /* the negatives' bias gradients, sum_i sc_i z_ij: 64 negatives at a time in eight
          * registers, where a sum per (event, negative) pair inside the row gradients' loop
@@ -618,7 +612,7 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
                 }
                 st8(gr, c0); st8(gr + 8, c1); st8(gr + 16, c2); st8(gr + 24, c3);
             } else {
-                for (int64_t i = 0; i < te; i++) axpy(gr, zt[i * S + j], h + ev[i] * d, d);
+                for (int64_t i = 0; i < te; i++) axpy(gr, zt[i * S + j], hs + i * d, d);
             }
         }
         KD_TIC(5);
