@@ -15,13 +15,14 @@ class NegativeSampler:
     negatives and of the batch's items for the log-Q correction.
 
     A draw is an inverse-CDF lookup, O(S log catalogue); building the table takes a few passes
-    over the catalogue, which per batch would grow with it (about 40 ms per batch at a million
-    items). So the table is rebuilt once the events since the last build reach 1/16 of the
-    catalogue, or when the catalogue has doubled: every event pays for 16 table entries of
-    rebuilding, the same at any catalogue size, and a catalogue under 16 batches' worth of
-    events (4,096 items at micro-batches of 256) is rebuilt every batch, where the draw is
-    exactly what ``Generator.choice(p=q)`` draws from the same generator. Items first seen after
-    the last build are not drawn until the next one; their log q is the floor's.
+    over the catalogue, which per batch would grow with it (10 ms per batch at a million items,
+    26 ms with ``Generator.choice`` as before: ``benchmarks/negatives.py``). So the table is
+    rebuilt once the events since the last build reach 1/16 of the catalogue, or when the
+    catalogue has doubled: every event pays for 16 table entries of rebuilding, the same at any
+    catalogue size, and a catalogue under 16 batches' worth of events (4,096 items at
+    micro-batches of 256) is rebuilt every batch, where the draw is exactly what
+    ``Generator.choice(p=q)`` draws from the same generator. Items first seen after the last
+    build are not drawn until the next one; their log q is the floor's.
 
     Examples
     --------

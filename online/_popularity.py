@@ -59,8 +59,7 @@ class Popularity:
 
     def scores(self, n_items: int) -> np.ndarray:
         """Scores of items 0..n_items-1 (monotone in decayed counts)."""
-        self._grow(n_items)
-        return self._s[:n_items].copy()
+        return self.view(n_items).copy()
 
     def view(self, n_items: int) -> np.ndarray:
         """The scores of items 0..n_items-1 without a copy: read-only, valid until the next
