@@ -157,6 +157,11 @@ class Learner:
         self._refresh_times: list[float] = []
         self.last_alpha = 0.0
         self.events_learned = 0
+        #: Item rows the last :meth:`learn_many` could have written in ``Q`` and ``b`` (the
+        #: batch's items, its negatives, the soft labels' candidates), as references to the
+        #: step's own arrays (no copies; may repeat rows). The step also writes ``C`` rows of
+        #: its contexts: the users' histories before the step and the batch's items.
+        self.last_item_rows: tuple[np.ndarray, ...] = ()
 
     # --------------------------------------------------------------- soft labels
     def apply_soft_labels(self, labels: IndexedSoftLabels) -> None:
@@ -249,6 +254,9 @@ class Learner:
             soft=soft,
             transition=trans,
             contexts=contexts,
+        )
+        self.last_item_rows = (
+            items, negatives, *(t.items for t in (soft, trans) if t is not None)
         )
         self.events_learned += len(users)
 

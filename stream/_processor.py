@@ -31,6 +31,17 @@ then *pulls* the merged table and continues from it. Item indices are global (th
 allocates them atomically), and a new item's initial vector is a deterministic function of its
 index, so the hub only ever holds learned offsets and two processors never double an init.
 
+A sync costs what changed, not the catalogue (``ProcessorConfig.incremental_sync``): the
+processor marks the rows each step could write (the learner's
+:attr:`~kdstream.online.Learner.last_item_rows` and the context rows) and diffs only those;
+the hub versions its rows, and :meth:`ItemHub.pull_item_offsets_since` returns only the rows
+changed (by anyone) after the version of the last pull, plus the ids allocated since. Rows it
+does not return still hold the hub's value locally: they changed neither here (not marked)
+nor in the hub. Marked rows are rewritten from the hub too, so the local table ends up
+bit-identical to a full pull's. A row's learned change is measured against the local value
+the last pull produced (``init + offset``, rounded), so the float32 round trip of that sum is
+never pushed back as a change.
+
 Staleness bound: an update a processor makes reaches every other processor's model within
 ``2 * T`` of wall time, where ``T = min(sync_every_s, time of sync_every_batches batches)``
 (at most ``T`` until its next push, plus at most ``T`` until each other processor's next pull),
@@ -47,7 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -124,6 +135,39 @@ class ItemHub(Protocol):
         """``(ids in index order, (n, width) float32 summed deltas)``."""
         ...
 
+    def pull_item_offsets_since(self, version: int, n_ids: int) -> ItemChanges:
+        """The rows changed after table ``version`` and the ids from index ``n_ids`` on.
+
+        ``version`` is a previous answer's :attr:`ItemChanges.version` (0: everything ever
+        pushed); ``n_ids`` how many ids the caller has. A hub that cannot tell what changed
+        (its table was rewritten) answers with every row and every id (``start = 0``).
+        """
+        ...
+
+
+class ItemChanges(NamedTuple):
+    """An :meth:`ItemHub.pull_item_offsets_since` answer, all of one table version.
+
+    Attributes
+    ----------
+    start
+        Global index of ``ids[0]`` (the caller's ``n_ids``, or 0 when the hub sends all).
+    ids
+        The item ids from index ``start`` on, in index order.
+    rows
+        (k,) int64 indices of the rows changed after the asked version (no repeats).
+    offsets
+        (k, width) float32 summed deltas of those rows (width 0 before any push).
+    version
+        The table version this answer reflects; pass it to the next call.
+    """
+
+    start: int
+    ids: list[str]
+    rows: np.ndarray
+    offsets: np.ndarray
+    version: int
+
 
 class LocalItemHub:
     """An in-process :class:`ItemHub` (one process, or tests of several cores).
@@ -136,16 +180,26 @@ class LocalItemHub:
     >>> hub.push_item_deltas(np.array([1]), np.ones((1, 2), np.float32))
     >>> hub.pull_item_offsets()[1].tolist()
     [[0.0, 0.0], [1.0, 1.0]]
+    >>> changes = hub.pull_item_offsets_since(1, 2)  # version 1: the allocation
+    >>> changes.rows.tolist(), changes.version
+    ([1], 2)
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._vocab: dict[str, Vocab] = {"item": Vocab(), "user": Vocab()}
         self._table = np.zeros((0, 0), np.float32)
+        self._version = 0  # bumped by every item allocation and push
+        self._rowver = np.zeros(0, np.int64)  # the version of each row's last push
 
     def allocate_ids(self, kind: str, ids: Sequence[str]) -> list[int]:
         with self._lock:
-            return self._vocab[kind].add_many(list(ids)).tolist()
+            vocab = self._vocab[kind]
+            before = len(vocab)
+            out = vocab.add_many(list(ids)).tolist()
+            if kind == "item" and len(vocab) > before:
+                self._version += 1
+            return out
 
     def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
         deltas = np.asarray(deltas, np.float32)
@@ -157,7 +211,14 @@ class LocalItemHub:
                 old = self._table[:, :width]
                 grown[: old.shape[0], : old.shape[1]] = old
                 self._table = grown
-            np.add.at(self._table, np.asarray(rows, np.int64), deltas)
+            rows = np.asarray(rows, np.int64)
+            np.add.at(self._table, rows, deltas)
+            self._version += 1
+            if len(self._rowver) < n:
+                grown = np.zeros(max(n, 2 * len(self._rowver)), np.int64)
+                grown[: len(self._rowver)] = self._rowver
+                self._rowver = grown
+            self._rowver[rows] = self._version
 
     def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:
         with self._lock:
@@ -166,6 +227,14 @@ class LocalItemHub:
             n = min(len(ids), self._table.shape[0])
             out[:n] = self._table[:n]
             return ids, out
+
+    def pull_item_offsets_since(self, version: int, n_ids: int) -> ItemChanges:
+        with self._lock:
+            ids = self._vocab["item"].ids
+            start = min(max(n_ids, 0), len(ids))
+            # one comparison over the row versions: in-process, far below a table copy
+            rows = np.flatnonzero(self._rowver > version)
+            return ItemChanges(start, ids[start:], rows, self._table[rows], self._version)
 
 
 @dataclass(frozen=True)
@@ -198,6 +267,11 @@ class ProcessorConfig:
         the batch's store transaction (exactly-once, like the learned counters). Costs one
         ``(scored events x items)`` scoring per batch and keeps every (user, item) pair seen
         in memory, so it is meant for evaluation runs.
+    incremental_sync
+        Item syncs cost what changed (see the module docstring): push the rows the steps
+        marked, pull the rows changed since the last pull. ``False``: diff the whole local
+        table and pull the whole hub table at every sync (the earlier path, kept for
+        comparison; both leave bit-identical tables).
     """
 
     events_topic: str = "kd.events"
@@ -211,6 +285,7 @@ class ProcessorConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     debug_ledger: bool = False
     prequential_k: int = 0
+    incremental_sync: bool = True
 
     def __post_init__(self) -> None:
         if self.prequential_k < 0:
@@ -428,6 +503,14 @@ class ProcessorCore:
         self._learned: dict[int, int] = {}
         self._dead: dict[int, int] = {}
         self._base = np.zeros((0, self._width), np.float32)  # table at the last pull
+        # rows a step may have written since the last sync (incremental_sync); a learning
+        # failure may have written anywhere, so it marks the whole table
+        self._dirty = np.zeros(0, bool)
+        self._dirty_all = False
+        self._hub_version: int | None = None  # the hub table version of the last pull
+        # ids the last pull listed: _item_ids may run further, with gaps ("") where other
+        # processors allocated indices this one has not pulled yet
+        self._hub_ids = 0
         self._init_rows = 0  # rows of Q whose deterministic init is in place
         self._q0 = np.zeros((0, cfg.student.dim), np.float32)  # cached deterministic inits
         self._batches_since_sync = 0
@@ -578,15 +661,33 @@ class ProcessorCore:
             grown = np.zeros((cap, self._width), np.float32)
             grown[: len(self._base)] = self._base
             self._base = grown
+        if len(self._dirty) < cap:
+            dirty = np.zeros(cap, bool)
+            dirty[: len(self._dirty)] = self._dirty
+            self._dirty = dirty
 
-    def _pack(self, n: int) -> np.ndarray:
+    def _local_deltas(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), width)`` learned change of ``rows`` since the last pull.
+
+        Q is measured against ``init + offset`` as the pull rounded it (the value the row
+        held), not against the offset: ``(init + offset) - init`` is not ``offset`` in
+        float32, and that residue is no change (an untouched row's delta is exactly 0).
+        """
         st = self.learner.student
         d = self.config.student.dim
-        out = np.empty((n, self._width), np.float32)
-        out[:, :d] = st.Q[:n] - self._init_q_cache(n)
-        out[:, d : 2 * d] = st.C[:n]
-        out[:, 2 * d] = st.b[:n]
+        base = self._base[rows]
+        out = np.empty((len(rows), self._width), np.float32)
+        n = int(rows.max()) + 1 if len(rows) else 0
+        out[:, :d] = st.Q[rows] - (self._init_q_cache(n)[rows] + base[:, :d])
+        out[:, d : 2 * d] = st.C[rows] - base[:, d : 2 * d]
+        out[:, 2 * d] = st.b[rows] - base[:, 2 * d]
         return out
+
+    def _mark_dirty(self, parts: Iterable[np.ndarray]) -> None:
+        dirty = self._dirty
+        for rows in parts:
+            flat = np.asarray(rows).ravel()
+            dirty[flat[flat >= 0]] = True  # -1 pads contexts
 
     def _init_q_cache(self, n: int) -> np.ndarray:
         have = len(self._q0)
@@ -595,41 +696,86 @@ class ProcessorCore:
             self._q0 = np.concatenate([self._q0, extra])
         return self._q0[:n]
 
-    def sync_items(self) -> StoreBatch:
+    def sync_items(self, *, full: bool | None = None) -> StoreBatch:
         """Push local item changes since the last pull, pull the merged table.
 
-        Returns a store batch with the served item table (``item_ids``, ``item_vectors``,
-        ``item_bias``) for the caller to write along with its next batch.
+        ``full`` overrides ``ProcessorConfig.incremental_sync`` for this call (``True``: diff
+        and pull the whole table). Returns a store batch with the served item table
+        (``item_ids``, ``item_vectors``, ``item_bias``) for the caller to write along with its
+        next batch.
         """
+        incremental = self.config.incremental_sync if full is None else not full
+        since = getattr(self.hub, "pull_item_offsets_since", None)
         st = self.learner.student
         n_local = st.n_items
-        if n_local:
-            delta = self._pack(n_local) - self._base[:n_local]
-            rows = np.flatnonzero(np.any(delta != 0, axis=1))
+        if incremental and not self._dirty_all:
+            marked = np.flatnonzero(self._dirty[:n_local])
+        else:
+            marked = np.arange(n_local)
+        if len(marked):
+            delta = self._local_deltas(marked)
+            changed = np.any(delta != 0, axis=1)
+            rows, delta = marked[changed], delta[changed]
             if len(rows):
                 self._retrying(
-                    "item hub push", lambda: self.hub.push_item_deltas(rows, delta[rows])
+                    "item hub push", lambda: self.hub.push_item_deltas(rows, delta)
                 )
-        ids, offsets = self._retrying("item hub pull", self.hub.pull_item_offsets)
-        n = len(ids)
-        for idx, item in enumerate(ids):
-            if item not in self._item_index:
-                self._item_index[item] = idx
-        self._item_ids = list(ids)
-        self._grow(len(self.users), n)
         d = self.config.student.dim
-        if n and offsets.shape[1] == 0:  # ids allocated, nothing pushed yet
-            offsets = np.zeros((n, self._width), np.float32)
-        if n:
-            if offsets.shape[1] != self._width:
-                raise ServiceError(
-                    f"item hub rows have width {offsets.shape[1]}, expected {self._width} "
-                    f"(2 * dim + 1): another processor runs with another student dim"
-                )
-            st.Q[:n] = self._init_q_cache(n) + offsets[:, :d]
-            st.C[:n] = offsets[:, d : 2 * d]
-            st.b[:n] = offsets[:, 2 * d]
-            self._base[:n] = offsets
+        changes: ItemChanges | None = None
+        if incremental and since is not None:
+            version = 0 if self._hub_version is None else self._hub_version
+            changes = self._retrying(
+                "item hub pull", lambda: since(version, self._hub_ids)
+            )
+            if changes.version < version:  # the hub was emptied: start over from all of it
+                changes = self._retrying("item hub pull", lambda: since(0, 0))
+        if changes is None:
+            ids, offsets = self._retrying("item hub pull", self.hub.pull_item_offsets)
+            start, new_ids = 0, ids
+            pulled = np.arange(len(ids))
+            self._hub_version = None
+        else:
+            start, new_ids, pulled, offsets = (
+                changes.start, changes.ids, changes.rows, changes.offsets
+            )
+            self._hub_version = changes.version
+        n = start + len(new_ids)
+        for j, item in enumerate(new_ids):
+            if item not in self._item_index:
+                self._item_index[item] = start + j
+        self._item_ids[start:] = new_ids
+        self._hub_ids = n
+        self._grow(len(self.users), n)
+        if len(pulled) and offsets.shape[1] == 0:  # ids allocated, nothing pushed yet
+            offsets = np.zeros((len(pulled), self._width), np.float32)
+        if len(pulled) and offsets.shape[1] != self._width:
+            raise ServiceError(
+                f"item hub rows have width {offsets.shape[1]}, expected {self._width} "
+                f"(2 * dim + 1): another processor runs with another student dim"
+            )
+        if changes is not None and len(marked):
+            # marked rows the hub did not send still hold its value there: rewrite them from
+            # it as a full pull would (a change below float32 resolution pushes nothing)
+            dirty = self._dirty
+            dirty[pulled] = False
+            extra = marked[dirty[marked]]
+            if len(extra):
+                pulled = np.concatenate([pulled, extra])
+                offsets = np.concatenate([offsets, self._base[extra]])
+        if len(pulled):
+            q0 = self._init_q_cache(n)
+            if changes is None:  # every row, in order: slices instead of gathers
+                st.Q[:n] = q0 + offsets[:, :d]
+                st.C[:n] = offsets[:, d : 2 * d]
+                st.b[:n] = offsets[:, 2 * d]
+                self._base[:n] = offsets
+            else:
+                st.Q[pulled] = q0[pulled] + offsets[:, :d]
+                st.C[pulled] = offsets[:, d : 2 * d]
+                st.b[pulled] = offsets[:, 2 * d]
+                self._base[pulled] = offsets
+        self._dirty[:] = False
+        self._dirty_all = False
         self._batches_since_sync = 0
         self._last_sync = self._clock()
         self._synced_once = True
@@ -638,7 +784,7 @@ class ProcessorCore:
             return StoreBatch()
         pop = self.learner.counts.scores(n).astype(np.float32)
         return StoreBatch(
-            item_ids=list(ids),
+            item_ids=list(self._item_ids[:n]),
             item_vectors=st.Q[:n].copy(),
             item_bias=st.b[:n].copy(),
             popularity=pop,
@@ -745,6 +891,7 @@ class ProcessorCore:
         _log.error("learning a batch of %d records failed; dead-lettering it: %r",
                    len(records), exc)
         self.stats.failed_batches += 1
+        self._dirty_all = True  # the step may have written rows before it failed
         dead = []
         for r in records:
             d = _dead_letter(r.value, RuntimeError(str(exc)), r.topic, r.partition, r.offset, now)
@@ -763,10 +910,14 @@ class ProcessorCore:
         self._grow(int(users.max()) + 1, max(int(items.max()) + 1, self.learner.student.n_items))
         if self.config.prequential_k:
             self._pq_pending = self._prequential(records, users, items, w, n_before)
+        st = self.learner.student
+        # the C rows the step's contexts read: each user's history before it (and the
+        # batch's own items, which last_item_rows holds)
+        history = st.hist[users]
         self.learner.learn_many(users, items, ts, w)
+        self._mark_dirty((*self.learner.last_item_rows, history))
         if self.config.prequential_k:
             self._pq_history.add(users, items)
-        st = self.learner.student
         uniq = np.unique(users)
         last_ts: dict[str, float] = {}
         seen: dict[str, list[str]] = {}

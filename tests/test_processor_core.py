@@ -401,3 +401,155 @@ def test_prequential_counters_are_off_by_default() -> None:
     core.process(_records(_stream_values(300, seed=5)))
     assert not any(k.startswith("pq_") for k in store.versions())
     assert core.prequential()["scored"] == 0
+
+
+# -- item syncs that cost what changed ----------------------------------------------------------
+
+
+class _SpyHub(LocalItemHub):
+    """A LocalItemHub that records every push (rows and deltas, copied)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushes: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
+        self.pushes.append((np.array(rows), np.array(deltas)))
+        super().push_item_deltas(rows, deltas)
+
+
+def _kd_config(**kw: object) -> ProcessorConfig:
+    """Every kind of row a step writes: items, negatives, contexts, both kinds of labels'
+    candidates (vectors and biases)."""
+    return _config(
+        student=StudentConfig(dim=8, n_negatives=16, seed=0, kd_item_vectors=True),
+        learner=LearnerConfig(seed=0, user_labels=True, transitions=True),
+        sync_every_batches=10_000,
+        sync_every_s=1e9,
+        **kw,
+    )
+
+
+def _kd_labels(rng: np.random.Generator, n_users: int, n_items: int, version: int) -> list:
+    out = []
+    for j in range(6):
+        items = tuple(f"i{k}" for k in rng.choice(n_items, 5, replace=False))
+        logits = tuple(float(x) for x in rng.normal(size=5))
+        if j % 2:
+            key = {"user": f"u{rng.integers(n_users)}"}
+        else:
+            key = {"after_item": f"i{rng.integers(n_items)}"}
+        out.append(SoftLabels(items, logits, 1.0, version, 1e9, **key))
+    return out
+
+
+def _feed(
+    cores: list[ProcessorCore], n_batches: int, seed: int, *, sync_every: int = 3,
+    before_sync: object = None,
+) -> None:
+    """A seeded stream over ``cores`` (partition p -> core p % len(cores)) with soft labels,
+    syncing every core every ``sync_every`` batches; ``before_sync(core)`` runs first."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 40, 300
+    offsets = [0, 0]
+    for b in range(n_batches):
+        if b % 4 == 1:
+            labels = _kd_labels(rng, n_users, min(n_items, 60 + 20 * b), version=b)
+            for core in cores:
+                core.apply_soft_label_values(labels)
+        by_part: dict[int, list[Record]] = {}
+        for _ in range(50):
+            user = f"u{rng.integers(n_users)}"
+            # the catalogue grows: later batches bring new items
+            item = f"i{rng.integers(min(n_items, 60 + 20 * b))}"
+            p = partition_for_key(user.encode(), 2)
+            rec = Record(TOPIC, p, offsets[p], None, _event(user, item, 1000.0 + b), 0.0)
+            offsets[p] += 1
+            by_part.setdefault(p, []).append(rec)
+        for p, recs in sorted(by_part.items()):
+            cores[p % len(cores)].process(recs)
+        if b % sync_every == sync_every - 1:
+            for core in cores:
+                if callable(before_sync):
+                    before_sync(core)
+                core.sync_items()
+
+
+def test_marked_rows_push_exactly_what_a_full_table_diff_finds() -> None:
+    hub = _SpyHub()
+    core = ProcessorCore(MemoryStore(), _kd_config(), hub=hub)
+    expected: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def reference(c: ProcessorCore) -> None:
+        # the full-table diff, computed before the sync: every row that differs from its
+        # last pulled value, whether the step marked it or not
+        n = c.learner.student.n_items
+        delta = c._local_deltas(np.arange(n))
+        rows = np.flatnonzero(np.any(delta != 0, axis=1))
+        expected.append((rows, delta[rows]))
+
+    _feed([core], 24, seed=3, before_sync=reference)
+    pushed = hub.pushes
+    assert len(expected) == 8 and len(pushed) == 8
+    for (rows, delta), (got_rows, got_delta) in zip(expected, pushed, strict=True):
+        assert len(rows) > 50  # items, negatives, contexts and candidates
+        np.testing.assert_array_equal(got_rows, rows)
+        np.testing.assert_array_equal(got_delta, delta)
+    # after a sync nothing differs from the pulled table: not even float32 rounding
+    n = core.learner.student.n_items
+    assert not np.any(core._local_deltas(np.arange(n)))
+
+
+def _tables(core: ProcessorCore) -> tuple[np.ndarray, ...]:
+    st = core.learner.student
+    n = st.n_items
+    return st.Q[:n], st.C[:n], st.b[:n], core._base[:n]
+
+
+@pytest.mark.parametrize("n_proc", [1, 2])
+def test_pulls_since_a_version_leave_the_tables_of_full_pulls(n_proc: int) -> None:
+    runs = {}
+    for incremental in (False, True):
+        hub = _SpyHub()
+        cores = [
+            ProcessorCore(MemoryStore(), _kd_config(incremental_sync=incremental), hub=hub)
+            for _ in range(n_proc)
+        ]
+        _feed(cores, 30, seed=5)
+        runs[incremental] = (hub, cores)
+    (hub_full, full), (hub_inc, inc) = runs[False], runs[True]
+    assert len(hub_inc.pushes) == len(hub_full.pushes) >= 10
+    for (rows_f, delta_f), (rows_i, delta_i) in zip(hub_full.pushes, hub_inc.pushes, strict=True):
+        np.testing.assert_array_equal(rows_i, rows_f)
+        np.testing.assert_array_equal(delta_i, delta_f)
+    ids_f, table_f = hub_full.pull_item_offsets()
+    ids_i, table_i = hub_inc.pull_item_offsets()
+    assert ids_i == ids_f and len(ids_f) > 200
+    np.testing.assert_array_equal(table_i, table_f)
+    for cf, ci in zip(full, inc, strict=True):
+        assert ci._item_ids == cf._item_ids and ci._item_index == cf._item_index
+        for a, b in zip(_tables(cf), _tables(ci), strict=True):
+            np.testing.assert_array_equal(b, a)
+        batch_f, batch_i = cf.sync_items(), ci.sync_items()
+        assert batch_i.item_ids == batch_f.item_ids
+        np.testing.assert_array_equal(batch_i.item_vectors, batch_f.item_vectors)
+        np.testing.assert_array_equal(batch_i.item_bias, batch_f.item_bias)
+    # the incremental pulls fetched only what changed since each processor's last pull
+    assert inc[-1]._hub_version == hub_inc.pull_item_offsets_since(0, 0).version
+
+
+def test_local_hub_pull_since_returns_changed_rows_and_new_ids() -> None:
+    hub = LocalItemHub()
+    assert hub.allocate_ids("item", ["a", "b", "c"]) == [0, 1, 2]
+    v0 = hub.pull_item_offsets_since(0, 0)
+    assert (v0.start, v0.ids, v0.rows.tolist(), v0.version) == (0, ["a", "b", "c"], [], 1)
+    hub.push_item_deltas(np.array([2, 0, 2]), np.ones((3, 2), np.float32))
+    hub.allocate_ids("item", ["d"])
+    hub.push_item_deltas(np.array([3]), np.full((1, 2), 0.5, np.float32))
+    got = hub.pull_item_offsets_since(v0.version, 3)
+    assert (got.start, got.ids, got.rows.tolist(), got.version) == (3, ["d"], [0, 2, 3], 4)
+    np.testing.assert_array_equal(got.offsets, [[1, 1], [2, 2], [0.5, 0.5]])
+    again = hub.pull_item_offsets_since(got.version, 4)
+    assert again.ids == [] and again.rows.tolist() == [] and again.version == 4
+    hub.push_item_deltas(np.array([1]), np.ones((1, 2), np.float32))
+    assert hub.pull_item_offsets_since(got.version, 4).rows.tolist() == [1]
