@@ -1052,8 +1052,9 @@ class ProcessorCore:
 
 class StoreItemHub:
     """:class:`ItemHub` on a store with ``allocate_ids`` / ``push_item_deltas`` /
-    ``pull_items`` (``RedisStore``), in its own namespace: the hub's table holds learned
-    offsets ``[Q - init | C]`` with the biases, while the serving namespace holds real vectors.
+    ``pull_items`` / ``pull_items_since`` (``RedisStore``), in its own namespace: the hub's
+    table holds learned offsets ``[Q - init | C]`` with the biases, while the serving
+    namespace holds real vectors.
     """
 
     def __init__(self, store: object, dim: int) -> None:
@@ -1079,6 +1080,17 @@ class StoreItemHub:
         if bias.size:
             out[: len(bias), 2 * self.dim] = bias
         return ids, out
+
+    def pull_item_offsets_since(self, version: int, n_ids: int) -> ItemChanges:
+        start, ids, rows, vectors, bias, now = self.store.pull_items_since(  # type: ignore[attr-defined]
+            version, n_ids
+        )
+        out = np.zeros((len(rows), 2 * self.dim + 1), np.float32)
+        if vectors.size:
+            out[:, : vectors.shape[1]] = vectors
+        if bias.size:
+            out[:, 2 * self.dim] = bias
+        return ItemChanges(start, ids, rows, out, now)
 
 
 class KafkaProcessorLoop:

@@ -13,7 +13,9 @@ Keys, all under ``<namespace>:`` (the namespace allows no ``:``, so two never co
     item:index         hash  item id -> index
     item:vec           str   item table, row-major float32 blob (rows beyond its end read as 0)
     item:bias          str   item bias, float32 blob (missing tail reads as 0)
-    item:meta          hash  d (dimension), version (bumped by every item change)
+    item:meta          hash  d (dimension), version (bumped by every item change),
+                             rewritten (the version of the last whole-table write)
+    item:rowver        zset  row index -> the table version of its last delta push
     user:ids, user:index     the same id map for users
     delta:<token>      str   marks an applied item-delta push (idempotent retries), with a TTL
 
@@ -36,6 +38,13 @@ Design choices, and why:
   add the same deltas twice.
 - Readers cache the item table by ``item:meta`` version: ``item_table()`` costs one ``HGET``
   unless the table changed.
+- A processor's item sync costs the rows that changed, not the table: every delta push
+  records its rows' new version in the ``item:rowver`` sorted set, and
+  :meth:`RedisStore.pull_items_since` reads, in one Lua script (so of one version), the rows
+  scored above the caller's version (``ZRANGEBYSCORE``, then a ``GETRANGE`` per row) and the
+  ids past the caller's count (``LRANGE``). About 100 bytes of Redis memory per pushed row.
+  A whole-table write (``write_batch`` with vectors or bias) drops the set and marks
+  ``rewritten``: a pull since an older version then answers with the whole table.
 """
 
 from __future__ import annotations
@@ -95,9 +104,10 @@ end
 return out
 """
 
-# KEYS: item:vec, item:bias, item:meta, item:ids, delta token key
+# KEYS: item:vec, item:bias, item:meta, item:ids, delta token key, item:rowver
 # ARGV: d, token ttl, rows (int32 LE blob), deltas (float32 LE blob, m*d), bias deltas ('' or m)
-# Returns the new table version, or -1 when this token was applied before.
+# Returns the new table version (each row's score in item:rowver), or -1 when this token was
+# applied before.
 _ADD_DELTAS_LUA = """
 local d = tonumber(ARGV[1])
 local rows = ARGV[3]
@@ -120,10 +130,12 @@ end
 if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[2]) then
   return -1
 end
+local version = redis.call('HINCRBY', KEYS[3], 'version', 1)
 local fmt = '<' .. string.rep('f', d)
 local width = 4 * d
 local zero = string.rep('\\0', width)
 for i = 1, m do
+  redis.call('ZADD', KEYS[6], version, idx[i])
   local off = idx[i] * width
   local cur = redis.call('GETRANGE', KEYS[1], off, off + width - 1)
   if #cur < width then cur = cur .. string.sub(zero, 1, width - #cur) end
@@ -142,7 +154,50 @@ for i = 1, m do
   end
 end
 redis.call('HSETNX', KEYS[3], 'd', d)
-return redis.call('HINCRBY', KEYS[3], 'version', 1)
+return version
+"""
+
+# KEYS: item:meta, item:ids, item:rowver, item:vec, item:bias; ARGV: version, number of ids.
+# Returns {version, 1} when the caller must pull the whole table (rewritten since, or the
+# table is older than the caller's version: emptied), else {version, 0, d ('' before any
+# push), rows (int32 LE blob), their vectors (float32 LE, d each), their biases (float32 LE),
+# the ids from the count on}.
+_PULL_SINCE_LUA = """
+local meta = redis.call('HMGET', KEYS[1], 'version', 'd', 'rewritten')
+local version = tonumber(meta[1]) or 0
+local rewritten = tonumber(meta[3]) or 0
+local since = tonumber(ARGV[1])
+local n_ids = tonumber(ARGV[2])
+if rewritten > since or version < since or n_ids > redis.call('LLEN', KEYS[2]) then
+  return {version, 1}
+end
+local ids = redis.call('LRANGE', KEYS[2], n_ids, -1)
+local rows = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. since, '+inf')
+if #rows == 0 or not meta[2] then
+  return {version, 0, meta[2] or '', '', '', '', ids}
+end
+local width = 4 * tonumber(meta[2])
+local rb, vb, bb = {}, {}, {}
+for i, r in ipairs(rows) do
+  local row = tonumber(r)
+  rb[i] = struct.pack('<i4', row)
+  local v = redis.call('GETRANGE', KEYS[4], row * width, row * width + width - 1)
+  if #v < width then v = v .. string.rep('\\0', width - #v) end
+  vb[i] = v
+  local b = redis.call('GETRANGE', KEYS[5], row * 4, row * 4 + 3)
+  if #b < 4 then b = b .. string.rep('\\0', 4 - #b) end
+  bb[i] = b
+end
+return {version, 0, meta[2], table.concat(rb), table.concat(vb), table.concat(bb), ids}
+"""
+
+# KEYS: item:meta, item:rowver. A whole-table write: bump the version, record it as the
+# rewrite, drop the per-row versions (a pull since an older version must take everything).
+_REWRITTEN_LUA = """
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'rewritten', version)
+redis.call('DEL', KEYS[2])
+return version
 """
 
 
@@ -298,6 +353,8 @@ class RedisStore:
         self._allocate = client.register_script(_ALLOCATE_LUA)
         self._add_deltas = client.register_script(_ADD_DELTAS_LUA)
         self._add_seen = client.register_script(_ADD_SEEN_LUA)
+        self._pull_since = client.register_script(_PULL_SINCE_LUA)
+        self._rewritten = client.register_script(_REWRITTEN_LUA)
         # (version, ids, vectors, bias, id -> index); replaced whole, so reads need no lock
         self._cache: tuple[int, list[str], FloatArray, FloatArray, dict[str, int]] | None = None
         self._cache_lock = threading.Lock()
@@ -532,12 +589,12 @@ class RedisStore:
         versions: dict[str, int],
     ) -> None:
         k = self._k
-        item_changed = False
+        item_changed = rewritten = False
         if "ids" in plan:
             rewrite, start, new = plan["ids"]
             if rewrite:
                 pipe.delete(k("item", "ids"), k("item", "index"), k("item", "idblob"))
-                item_changed = True
+                item_changed = rewritten = True
             if new:
                 pipe.rpush(k("item", "ids"), *new)
                 pipe.append(k("item", "idblob"), "".join(f"{i}\n" for i in new))
@@ -547,11 +604,13 @@ class RedisStore:
             vec = plan["vectors"]
             pipe.set(k("item", "vec"), vec.tobytes())
             pipe.hset(k("item", "meta"), "d", vec.shape[1])
-            item_changed = True
+            item_changed = rewritten = True
         if plan.get("bias") is not None:
             pipe.set(k("item", "bias"), plan["bias"].tobytes())
-            item_changed = True
-        if item_changed:
+            item_changed = rewritten = True
+        if rewritten:
+            self._rewritten(keys=[k("item", "meta"), k("item", "rowver")], client=pipe)
+        elif item_changed:
             pipe.hincrby(k("item", "meta"), "version", 1)
         if plan.get("popularity") is not None:
             pipe.set(k("pop"), plan["popularity"].tobytes())
@@ -667,6 +726,7 @@ class RedisStore:
             self._k("item", "meta"),
             self._k("item", "ids"),
             self._k("delta", tok),
+            self._k("item", "rowver"),
         ]
         args = [
             delta.shape[1],
@@ -688,6 +748,41 @@ class RedisStore:
         """``(ids, vectors (n, d), bias (n,), version)`` of the shared item table."""
         cached = self._table()
         return list(cached[1]), cached[2], cached[3], cached[0]
+
+    def pull_items_since(
+        self, version: int, n_ids: int
+    ) -> tuple[int, list[str], np.ndarray, FloatArray, FloatArray, int]:
+        """What changed in the shared item table after ``version``, of one moment.
+
+        Returns ``(start, ids, rows, vectors (k, d), bias (k,), version now)``: the ids from
+        index ``start`` on (``start = n_ids``) and the rows whose deltas were pushed after
+        ``version`` (sorted). When the table was rewritten whole since, or is older than
+        ``version`` (emptied), it is all of it: ``start = 0`` and every row.
+        """
+        if isinstance(version, bool) or not isinstance(version, int | np.integer):
+            raise ConfigError(f"version: expected an integer, got {version!r}")
+        if isinstance(n_ids, bool) or not isinstance(n_ids, int | np.integer) or n_ids < 0:
+            raise ConfigError(f"n_ids: expected an integer >= 0, got {n_ids!r}")
+        keys = [
+            self._k("item", "meta"),
+            self._k("item", "ids"),
+            self._k("item", "rowver"),
+            self._k("item", "vec"),
+            self._k("item", "bias"),
+        ]
+        with self._errors("pull_items_since"):
+            reply = self._pull_since(keys=keys, args=[int(version), int(n_ids)])
+        if int(reply[1]):
+            ids, vectors, bias, now = self.pull_items()
+            return 0, ids, np.arange(len(ids)), vectors, bias, now
+        now = int(reply[0])
+        d = int(reply[2]) if reply[2] else 0
+        rows = np.frombuffer(reply[3], dtype="<i4").astype(np.int64)
+        order = np.argsort(rows, kind="stable")
+        vectors = np.frombuffer(reply[4], dtype=_F32).reshape(len(rows), d)[order]
+        bias = np.frombuffer(reply[5], dtype=_F32)[order]
+        ids = [i.decode() for i in reply[6]]
+        return int(n_ids), ids, rows[order], vectors, bias, now
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -440,3 +440,179 @@ def test_password(password_redis: int) -> None:
     right.write_batch(StoreBatch(seen={"u": ["i"]}, offsets={"t:0": 4}))
     assert right.seen("u") == {"i"} and right.applied_offset("t", 0) == 4
     right.close()
+
+
+# -- pulls since a version (processors' incremental item syncs) -------------------------------
+
+
+def test_pull_since_returns_rows_pushed_after_the_version_and_new_ids(store: RedisStore) -> None:
+    store.allocate_ids("item", ["a", "b", "c"])
+    start, ids, rows, vectors, bias, v1 = store.pull_items_since(0, 0)
+    assert (start, ids, rows.tolist(), vectors.size, bias.size) == (0, ["a", "b", "c"], [], 0, 0)
+    assert v1 == store.item_version() == 1
+    v2 = store.push_item_deltas(np.array([2, 0]), np.array([[1, 2], [3, 4]]), np.array([5, 6]))
+    store.allocate_ids("item", ["d"])
+    v4 = store.push_item_deltas(np.array([3, 2]), np.array([[0.5, 0.5], [1, 1]]))
+    assert (v2, v4) == (2, 4)
+    start, ids, rows, vectors, bias, now = store.pull_items_since(v1, 3)
+    assert (start, ids, rows.tolist(), now) == (3, ["d"], [0, 2, 3], 4)
+    np.testing.assert_array_equal(vectors, [[3, 4], [2, 3], [0.5, 0.5]])
+    np.testing.assert_array_equal(bias, [6, 5, 0])  # a push without biases leaves them
+    # only what came after the version: row 2's second push, row 3
+    start, ids, rows, vectors, _, _ = store.pull_items_since(v2, 4)
+    assert (start, ids, rows.tolist()) == (4, [], [2, 3])
+    np.testing.assert_array_equal(vectors, [[2, 3], [0.5, 0.5]])
+    start, ids, rows, _, _, same = store.pull_items_since(v4, 4)
+    assert (start, ids, rows.tolist(), same) == (4, [], [], v4)
+    # the rows agree with a full pull's
+    full_ids, full_vec, _, full_v = store.pull_items()
+    assert full_v == now and full_ids == ["a", "b", "c", "d"]
+    np.testing.assert_array_equal(full_vec[[0, 2, 3]], [[3, 4], [2, 3], [0.5, 0.5]])
+    with pytest.raises(ConfigError):
+        store.pull_items_since(0, -1)
+
+
+def test_pull_since_after_a_whole_table_write_sends_everything(store: RedisStore) -> None:
+    store.allocate_ids("item", ["a", "b"])
+    version = store.push_item_deltas(np.array([1]), np.ones((1, 2)))
+    store.write_batch(StoreBatch(item_ids=["a", "b", "c"], item_vectors=np.full((3, 2), 7.0)))
+    start, ids, rows, vectors, _, now = store.pull_items_since(version, 2)
+    assert (start, ids, rows.tolist(), now) == (0, ["a", "b", "c"], [0, 1, 2], version + 1)
+    np.testing.assert_array_equal(vectors, np.full((3, 2), 7.0))
+    # from then on, pushes are versioned again
+    later = store.push_item_deltas(np.array([0]), np.ones((1, 2)))
+    start, ids, rows, vectors, _, _ = store.pull_items_since(now, 3)
+    assert (start, ids, rows.tolist(), later) == (3, [], [0], now + 1)
+    np.testing.assert_array_equal(vectors, [[8, 8]])
+    # an emptied table (older than the caller's version) also sends everything there is
+    store.clear()
+    store.allocate_ids("item", ["x"])
+    start, ids, rows, _, _, _ = store.pull_items_since(later, 3)
+    assert (start, ids, rows.tolist()) == (0, ["x"], [0])
+
+
+def test_pulls_since_under_concurrent_pushes_rebuild_the_table(
+    redis_url: str, store: RedisStore
+) -> None:
+    """Two clients push (and allocate) while a third follows with pulls since its last
+    version: its copy, built from changed rows only, ends equal to a full pull, bit for bit."""
+    d = 4
+    store.allocate_ids("item", [f"i{j}" for j in range(20)])
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        other = _other(redis_url, store)
+        rng = np.random.default_rng(seed)
+        try:
+            for step in range(40):
+                if step % 5 == 0:
+                    other.allocate_ids("item", [f"w{seed}-{step}-{j}" for j in range(3)])
+                n = len(other.pull_items()[0])
+                rows = rng.integers(0, n, size=6)
+                other.push_item_deltas(
+                    rows, rng.normal(size=(6, d)).astype(np.float32),
+                    rng.normal(size=6).astype(np.float32),
+                )
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+        finally:
+            other.close()
+
+    reader = _other(redis_url, store)
+    ids: list[str] = []
+    table = np.zeros((0, d), np.float32)
+    bias = np.zeros(0, np.float32)
+    version = 0
+    versions_seen = []
+
+    def follow() -> None:
+        nonlocal ids, table, bias, version
+        start, new_ids, rows, vec, b, version = reader.pull_items_since(version, len(ids))
+        ids = ids[:start] + new_ids
+        if len(table) < len(ids):
+            table = np.concatenate([table, np.zeros((len(ids) - len(table), d), np.float32)])
+            bias = np.concatenate([bias, np.zeros(len(ids) - len(bias), np.float32)])
+        if len(rows):  # (before any push the table has no width yet)
+            assert rows.max() < len(ids)
+            table[rows] = vec
+            bias[rows] = b
+        versions_seen.append(version)
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in (1, 2)]
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        follow()
+    for thread in threads:
+        thread.join()
+    follow()
+    assert not errors, errors
+    assert versions_seen == sorted(versions_seen) and len(versions_seen) > 2
+    full_ids, full_vec, full_bias, full_version = store.pull_items()
+    assert version == full_version
+    assert ids == full_ids and len(ids) == 20 + 2 * 8 * 3
+    np.testing.assert_array_equal(table, full_vec)
+    np.testing.assert_array_equal(bias, full_bias)
+    reader.close()
+
+
+def test_processors_on_a_redis_hub_pull_since_as_they_would_pull_all(
+    redis_url: str, unique_prefix: str
+) -> None:
+    """Two processors on a Redis hub: incremental syncs leave the tables of full syncs."""
+    import json
+
+    from kdstream.online import LearnerConfig
+    from kdstream.stream import Record
+    from kdstream.stream._processor import ProcessorConfig, ProcessorCore, StoreItemHub
+    from kdstream.student import StudentConfig
+
+    tables = {}
+    for incremental in (False, True):
+        hub_store = RedisStore(redis_url, namespace=f"{unique_prefix}-hub-{int(incremental)}")
+        config = ProcessorConfig(
+            student=StudentConfig(dim=8, n_negatives=16, seed=0),
+            learner=LearnerConfig(seed=0),
+            retry_backoff_s=0.0,
+            sync_every_batches=10**6,
+            sync_every_s=1e9,
+            incremental_sync=incremental,
+        )
+        cores = [
+            ProcessorCore(MemoryStore(), config, hub=StoreItemHub(hub_store, 8))
+            for _ in range(2)
+        ]
+        rng = np.random.default_rng(4)
+        offsets = [0, 0]
+        try:
+            for b in range(12):
+                for p, core in enumerate(cores):
+                    values = [
+                        json.dumps({"user": f"u{p}-{rng.integers(20)}",
+                                    "item": f"i{rng.integers(30 + 10 * b)}", "ts": b}).encode()
+                        for _ in range(40)
+                    ]
+                    core.process([
+                        Record("kd.events", p, offsets[p] + j, None, v, 0.0)
+                        for j, v in enumerate(values)
+                    ])
+                    offsets[p] += len(values)
+                    if b % 3 == 2:
+                        core.sync_items()
+            for core in cores:
+                core.sync_items()
+            tables[incremental] = [
+                (list(c._item_ids), c.learner.student.Q[: c.learner.student.n_items].copy(),
+                 c.learner.student.b[: c.learner.student.n_items].copy()) for c in cores
+            ]
+            hub_ids = hub_store.pull_items()[0]
+            if incremental:  # the last pull saw every push
+                assert cores[1]._hub_version == hub_store.item_version()
+            assert cores[1]._item_ids == hub_ids
+        finally:
+            hub_store.clear()
+            hub_store.close()
+    for (ids_f, q_f, b_f), (ids_i, q_i, b_i) in zip(tables[False], tables[True], strict=True):
+        assert ids_i == ids_f and len(ids_f) > 100
+        np.testing.assert_array_equal(q_i, q_f)
+        np.testing.assert_array_equal(b_i, b_f)
