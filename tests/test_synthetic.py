@@ -55,6 +55,9 @@ def test_defaults_are_the_documented_ones() -> None:
         ("drift_every", -5),
         ("p_negative", 1.0),
         ("session_len_mean", 0.5),
+        ("series_len_mean", 0.5),
+        ("series_weight", -1.0),
+        ("series_open", 1),
         ("dt_mean_s", 0.0),
         ("t0", float("nan")),
         ("seed", -1),
@@ -201,3 +204,43 @@ def test_tiny_and_empty_streams() -> None:
     events = generate_events(SyntheticConfig(n_users=5, n_items=20, n_events=30, seed=9))
     assert len(events) == 30
     assert events[0].user == "u0"
+
+
+def _continuations(cols: EventColumns, successor: np.ndarray) -> tuple[float, float]:
+    """Shares of a user's positive events (after the first) whose item succeeds the user's last
+    item, and any earlier item of the user."""
+    last: dict[str, int] = {}
+    pending: dict[str, set[int]] = defaultdict(set)
+    hits = any_hits = pairs = 0
+    for user, item, kind in zip(cols.user, cols.item, cols.type, strict=True):
+        if kind in ("skip", "dislike"):
+            continue
+        i = int(item[1:])
+        if user in last:
+            pairs += 1
+            hits += int(successor[last[user]] == i)
+            any_hits += int(i in pending[user])
+        last[user] = i
+        pending[user].add(int(successor[i]))
+    return hits / pairs, any_hits / pairs
+
+
+def test_series_are_runs_inside_a_theme_and_the_stream_follows_them() -> None:
+    from kdstream.replay._synthetic import _World
+
+    cfg = dataclasses.replace(SMALL, series_len_mean=4.0, series_weight=5.0)
+    world = _World(cfg, np.random.default_rng(cfg.seed))  # generate() builds the same world
+    succ = world.successor
+    linked = succ >= 0
+    assert 0.5 < linked.mean() < 0.9  # runs of mean 4: about 3 of 4 items have a successor
+    assert (world.topic[succ[linked]] == world.topic[linked]).all()
+    assert len(set(succ[linked].tolist())) == linked.sum()  # one predecessor each: chains
+    assert not (succ[linked] == np.flatnonzero(linked)).any()
+    last_only = _continuations(generate(cfg), succ)
+    open_ = _continuations(generate(dataclasses.replace(cfg, series_open=True)), succ)
+    without = _continuations(generate(dataclasses.replace(cfg, series_weight=0.0)), succ)
+    assert last_only[0] > 0.1 and last_only[0] > 5 * without[0]
+    # open series: successors of older items are taken too, the last item's less often
+    assert open_[1] > 0.2 and open_[1] > 3 * without[1]
+    assert open_[1] - open_[0] > 2 * (last_only[1] - last_only[0])
+    assert (_World(SMALL, np.random.default_rng(3)).successor == -1).all()  # off by default
