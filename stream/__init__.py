@@ -65,3 +65,7 @@ __all__ = [
     "partition_for_key",
     "top_k_from_store",
 ]
+
+from ._store import StaleItemBase
+
+__all__ += ["StaleItemBase"]

@@ -11,7 +11,15 @@ import numpy as np
 from kdstream.errors import ConfigError, ModelError
 from kdstream.types import FloatArray
 
-from ._store import StoreBatch, offset_key, parse_offset_key, top_k_from_store
+from ._store import (
+    StaleItemBase,
+    StoreBatch,
+    check_item_update,
+    item_rows,
+    offset_key,
+    parse_offset_key,
+    top_k_from_store,
+)
 
 
 def _frozen(array: np.ndarray, name: str, ndim: int) -> FloatArray:
@@ -27,6 +35,35 @@ def _frozen(array: np.ndarray, name: str, ndim: int) -> FloatArray:
         raise ModelError(f"{name}: non-finite values; refusing to serve them")
     out.setflags(write=False)
     return out
+
+
+def _changes_items(batch: StoreBatch) -> bool:
+    return (
+        batch.item_ids is not None
+        or batch.item_vectors is not None
+        or batch.item_bias is not None
+        or batch.item_rows is not None
+    )
+
+
+def _appended(
+    stored: list[str], index: dict[str, int], given: list[str], start: int
+) -> list[str]:
+    """The ids of ``given`` (from index ``start`` on) past the stored list; ConfigError
+    when they would leave a gap, or overlap the stored ids with other ids."""
+    n_cur = len(stored)
+    if start > n_cur:
+        raise ConfigError(f"item_ids_from: {start} is past the {n_cur} stored ids (a gap)")
+    overlap = min(len(given), n_cur - start)
+    if given[:overlap] != stored[start : start + overlap]:
+        raise ConfigError(
+            f"item_ids: the ids from index {start} on differ from the stored ones "
+            "(the id list is append-only)"
+        )
+    new = given[overlap:]
+    if len(set(new)) != len(new) or any(i in index for i in new):
+        raise ConfigError("item_ids: expected unique ids")
+    return new
 
 
 class MemoryStore:
@@ -53,6 +90,7 @@ class MemoryStore:
         self._item_index: dict[str, int] = {}
         self._item_vectors: FloatArray | None = None
         self._item_bias: FloatArray | None = None
+        self._item_source: int | None = None  # StoreBatch.source_version of the table
         self._seen: dict[str, set[str]] = {}
         self._last_ts: dict[str, float] = {}
         self._popularity: FloatArray | None = None
@@ -63,34 +101,20 @@ class MemoryStore:
     # -- writes -----------------------------------------------------------------------------
 
     def write_batch(self, batch: StoreBatch) -> None:
-        """Apply ``batch`` atomically: everything is validated before anything changes."""
+        """Apply ``batch`` atomically: everything is validated before anything changes.
+
+        A partial item update (``item_rows``) copies the table once and writes its rows into
+        the copy: stored arrays stay immutable, so a reader's snapshot never changes.
+        """
+        check_item_update(batch)
         users = {u: _frozen(v, f"user_vectors[{u!r}]", 1) for u, v in batch.user_vectors.items()}
         with self._lock:
-            ids = self._item_ids if batch.item_ids is None else [str(i) for i in batch.item_ids]
-            if batch.item_ids is not None and len(set(ids)) != len(ids):
-                raise ConfigError("item_ids: expected unique ids")
-            vectors = (
-                self._item_vectors
-                if batch.item_vectors is None
-                else _frozen(batch.item_vectors, "item_vectors", 2)
+            skip = self._stale_source(batch)
+            table = (
+                (None, [], self._item_vectors, self._item_bias) if skip else self._items(batch)
             )
-            bias = self._item_bias
-            if batch.item_bias is not None:
-                bias = _frozen(batch.item_bias, "item_bias", 1)
-            n = len(ids)
-            if vectors is None:
-                if n:
-                    raise ConfigError(f"item_ids: {n} ids but no item_vectors were ever written")
-            elif vectors.shape[0] != n:
-                raise ConfigError(
-                    f"item_vectors: expected {n} rows (one per item id), got {vectors.shape[0]}"
-                )
-            if bias is None or (batch.item_bias is None and len(bias) != n):
-                # no bias written yet, or the table grew without one: zero prior
-                bias = np.zeros(n, dtype=np.float32)
-                bias.setflags(write=False)
-            elif len(bias) != n:
-                raise ConfigError(f"item_bias: expected {n} values, got {len(bias)}")
+            whole_ids, appended, vectors, bias = table
+            n = len(self._item_ids if whole_ids is None else whole_ids) + len(appended)
             dim = None if vectors is None else vectors.shape[1]
             for user, vec in users.items():
                 if dim is not None and vec.shape[0] != dim:
@@ -98,9 +122,11 @@ class MemoryStore:
                         f"user_vectors[{user!r}]: expected dimension {dim}, got {vec.shape[0]}"
                     )
             popularity = self._popularity
-            if batch.popularity is not None:
+            if batch.popularity is not None and not skip:
                 popularity = _frozen(batch.popularity, "popularity", 1)
-            if popularity is not None and batch.popularity is not None and len(popularity) != n:
+            if popularity is not None and batch.popularity is not None and not skip and (
+                len(popularity) != n
+            ):
                 raise ConfigError(f"popularity: expected {n} values, got {len(popularity)}")
             for key, offset in batch.offsets.items():
                 parse_offset_key(key)
@@ -113,9 +139,15 @@ class MemoryStore:
                     raise ConfigError(f"last_event_ts[{user!r}]: expected finite, got {ts!r}")
 
             # validated: apply
-            if batch.item_ids is not None:
-                self._item_ids = ids
-                self._item_index = {item: i for i, item in enumerate(ids)}
+            if whole_ids is not None:
+                self._item_ids = whole_ids
+                self._item_index = {item: i for i, item in enumerate(whole_ids)}
+            if appended:  # in place: readers get copies of the list (item_table)
+                start = len(self._item_ids)
+                self._item_ids.extend(appended)
+                self._item_index.update((item, start + j) for j, item in enumerate(appended))
+            if not skip and _changes_items(batch):
+                self._item_source = batch.source_version
             self._item_vectors = vectors
             self._item_bias = bias
             self._popularity = popularity
@@ -129,6 +161,108 @@ class MemoryStore:
                 self._offsets[key] = max(self._offsets.get(key, 0), int(offset))
             self._versions.update({k: int(v) for k, v in batch.versions.items()})
             self._ledger.extend(batch.ledger)
+
+    def _stale_source(self, batch: StoreBatch) -> bool:
+        """Whether to skip a partial update's item part (the table is of a later source);
+        :class:`StaleItemBase` when the update lacks rows the stored table needs."""
+        if batch.item_rows is None or batch.source_since is None:
+            return False
+        assert batch.source_version is not None  # check_item_update
+        have = self._item_source
+        if have is None or have < batch.source_since:
+            raise StaleItemBase(
+                f"item_rows: the update carries the rows changed after source version "
+                f"{batch.source_since}, the stored table is of source version {have}"
+            )
+        return have > batch.source_version
+
+    def _items(
+        self, batch: StoreBatch
+    ) -> tuple[list[str] | None, list[str], FloatArray | None, FloatArray | None]:
+        """``(whole new id list or None, ids appended, vectors, bias)`` after ``batch``,
+        validated (nothing applied)."""
+        n_cur = len(self._item_ids)
+        whole: list[str] | None = None
+        appended: list[str] = []
+        start = batch.item_ids_from
+        if start is None and batch.item_rows is not None:
+            start = 0  # a partial update keeps the indices: the list may only grow
+        if batch.item_ids is not None:
+            given = [str(i) for i in batch.item_ids]
+            if start is None:
+                whole = given
+                if len(set(whole)) != len(whole):
+                    raise ConfigError("item_ids: expected unique ids")
+            else:
+                appended = _appended(self._item_ids, self._item_index, given, int(start))
+        n = len(self._item_ids if whole is None else whole) + len(appended)
+        if batch.item_rows is not None:
+            vectors, bias = self._rows_written(batch, n_cur, n)
+            return whole, appended, vectors, bias
+        vectors = (
+            self._item_vectors
+            if batch.item_vectors is None
+            else _frozen(batch.item_vectors, "item_vectors", 2)
+        )
+        bias = self._item_bias
+        if batch.item_bias is not None:
+            bias = _frozen(batch.item_bias, "item_bias", 1)
+        if vectors is None:
+            if n:
+                raise ConfigError(f"item_ids: {n} ids but no item_vectors were ever written")
+        elif vectors.shape[0] != n:
+            raise ConfigError(
+                f"item_vectors: expected {n} rows (one per item id), got {vectors.shape[0]}"
+            )
+        if bias is None or (batch.item_bias is None and len(bias) != n):
+            # no bias written yet, or the table grew without one: zero prior
+            bias = np.zeros(n, dtype=np.float32)
+            bias.setflags(write=False)
+        elif len(bias) != n:
+            raise ConfigError(f"item_bias: expected {n} values, got {len(bias)}")
+        return whole, appended, vectors, bias
+
+    def _rows_written(
+        self, batch: StoreBatch, n_cur: int, n: int
+    ) -> tuple[FloatArray | None, FloatArray | None]:
+        """The table with a partial update's rows written (appended rows start at zero)."""
+        rows = item_rows(batch.item_rows)
+        assert batch.item_row_vectors is not None  # check_item_update
+        vecs = _frozen(batch.item_row_vectors, "item_row_vectors", 2)
+        k = len(rows)
+        if vecs.shape[0] != k:
+            raise ConfigError(
+                f"item_row_vectors: expected {k} rows (one per item row), got {vecs.shape[0]}"
+            )
+        row_bias = None
+        if batch.item_row_bias is not None:
+            row_bias = _frozen(batch.item_row_bias, "item_row_bias", 1)
+            if len(row_bias) != k:
+                raise ConfigError(f"item_row_bias: expected {k} values, got {len(row_bias)}")
+        if k and int(rows.max()) >= n:
+            raise ConfigError(f"item_rows: row {int(rows.max())} outside the {n} items")
+        old = self._item_vectors
+        d = old.shape[1] if old is not None else (vecs.shape[1] if k else None)
+        if k and vecs.shape[1] != d:
+            raise ConfigError(f"item_row_vectors: expected dimension {d}, got {vecs.shape[1]}")
+        if d is None:  # nothing ever written, no rows now: ids only
+            if n:
+                raise ConfigError(f"item_ids: {n} ids but no item_vectors were ever written")
+            return old, self._item_bias
+        if k == 0 and n == n_cur and old is not None:
+            return old, self._item_bias
+        vectors = np.zeros((n, d), np.float32)
+        bias = np.zeros(n, np.float32)
+        if old is not None:
+            vectors[:n_cur] = old
+        if self._item_bias is not None:
+            bias[: min(n_cur, len(self._item_bias))] = self._item_bias[:n_cur]
+        vectors[rows] = vecs
+        if row_bias is not None:
+            bias[rows] = row_bias
+        vectors.setflags(write=False)
+        bias.setflags(write=False)
+        return vectors, bias
 
     def ledger(self) -> list[str]:
         """Debug ledger: event keys learned, in write order (see ``StoreBatch.ledger``)."""

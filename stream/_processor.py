@@ -86,7 +86,7 @@ from ._codec import (
 )
 from ._deadletter import DeadLetter
 from ._event import EVENT_TYPES, RATING_POSITIVE_AT, Event, SoftLabels
-from ._store import Store, StoreBatch, offset_key, parse_offset_key
+from ._store import StaleItemBase, Store, StoreBatch, offset_key, parse_offset_key
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -511,6 +511,11 @@ class ProcessorCore:
         # ids the last pull listed: _item_ids may run further, with gaps ("") where other
         # processors allocated indices this one has not pulled yet
         self._hub_ids = 0
+        # the served table (incremental_sync): rows pulled since the last store write that
+        # carried it, that write's hub version (None: the next write sends it whole) and ids
+        self._served = np.zeros(0, bool)
+        self._served_version: int | None = None
+        self._served_n = 0
         self._init_rows = 0  # rows of Q whose deterministic init is in place
         self._q0 = np.zeros((0, cfg.student.dim), np.float32)  # cached deterministic inits
         self._batches_since_sync = 0
@@ -665,6 +670,10 @@ class ProcessorCore:
             dirty = np.zeros(cap, bool)
             dirty[: len(self._dirty)] = self._dirty
             self._dirty = dirty
+        if len(self._served) < cap:
+            served = np.zeros(cap, bool)
+            served[: len(self._served)] = self._served
+            self._served = served
 
     def _local_deltas(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), width)`` learned change of ``rows`` since the last pull.
@@ -700,9 +709,13 @@ class ProcessorCore:
         """Push local item changes since the last pull, pull the merged table.
 
         ``full`` overrides ``ProcessorConfig.incremental_sync`` for this call (``True``: diff
-        and pull the whole table). Returns a store batch with the served item table
-        (``item_ids``, ``item_vectors``, ``item_bias``) for the caller to write along with its
-        next batch.
+        and pull the whole table). Returns a store batch with the served item table for the
+        caller to write along with its next batch: whole (``item_ids``, ``item_vectors``,
+        ``item_bias``) on the first sync, with ``incremental_sync=False`` or ``full=True``;
+        otherwise a partial update (``item_rows`` ...) of the rows pulled since the last
+        write :meth:`process` made of it, with the ids allocated since, tagged with the hub
+        versions it spans (``source_since``, ``source_version``; see :class:`StoreBatch`).
+        Popularity is whole in both (4 bytes per item).
         """
         incremental = self.config.incremental_sync if full is None else not full
         since = getattr(self.hub, "pull_item_offsets_since", None)
@@ -774,6 +787,7 @@ class ProcessorCore:
                 st.C[pulled] = offsets[:, d : 2 * d]
                 st.b[pulled] = offsets[:, 2 * d]
                 self._base[pulled] = offsets
+                self._served[pulled] = True
         self._dirty[:] = False
         self._dirty_all = False
         self._batches_since_sync = 0
@@ -782,13 +796,43 @@ class ProcessorCore:
         self.stats.item_syncs += 1
         if not n:
             return StoreBatch()
+        version = None if changes is None else changes.version
+        return self._served_table(n, version, partial=changes is not None)
+
+    def _served_table(self, n: int, version: int | None, *, partial: bool) -> StoreBatch:
+        """The served item table of the first ``n`` items, at hub ``version``: a partial
+        update when asked and a write of it since a known version stands."""
+        st = self.learner.student
         pop = self.learner.counts.scores(n).astype(np.float32)
+        since = self._served_version
+        if partial and version is not None and since is not None and self._served_n <= n:
+            rows = np.flatnonzero(self._served[:n])
+            if self._served_n < n:  # new items: their rows hold inits the store lacks
+                rows = np.union1d(rows, np.arange(self._served_n, n))
+            return StoreBatch(
+                item_ids=list(self._item_ids[self._served_n : n]),
+                item_ids_from=self._served_n,
+                item_rows=rows,
+                item_row_vectors=st.Q[rows],
+                item_row_bias=st.b[rows],
+                popularity=pop,
+                source_since=since,
+                source_version=version,
+            )
         return StoreBatch(
             item_ids=list(self._item_ids[:n]),
             item_vectors=st.Q[:n].copy(),
             item_bias=st.b[:n].copy(),
             popularity=pop,
+            source_version=version,
         )
+
+    def _served_written(self, batch: StoreBatch) -> None:
+        """A store write carried the served table of ``batch``: later partial updates
+        start from it."""
+        self._served_version = batch.source_version
+        self._served_n = self._hub_ids
+        self._served[:] = False
 
     def _sync_due(self) -> bool:
         return (
@@ -838,10 +882,9 @@ class ProcessorCore:
             t_sync = time.perf_counter()
             item_batch = self.sync_items()
             self.stats.seconds_syncing += time.perf_counter() - t_sync
-            batch.item_ids = item_batch.item_ids
-            batch.item_vectors = item_batch.item_vectors
-            batch.item_bias = item_batch.item_bias
-            batch.popularity = item_batch.popularity
+            _set_items(batch, item_batch)
+        else:
+            item_batch = None
         learned_by_p: dict[int, int] = {}
         for r, _ in decoded:
             learned_by_p[r.partition] = learned_by_p.get(r.partition, 0) + 1
@@ -869,7 +912,19 @@ class ProcessorCore:
                 self._dead_letter(d)
             if self.flush_dead_letters is not None:
                 self.flush_dead_letters()  # durable in the DLQ before marked applied
-        self._write(batch)
+        try:
+            self._write(batch)
+        except StaleItemBase as exc:
+            # the store serves a table older than this partial update's base (another
+            # writer's whole table of an earlier version): send the whole table
+            assert item_batch is not None
+            _log.info("served item table: %s; writing it whole", exc)
+            _set_items(batch, self._served_table(self._hub_ids, batch.source_version,
+                                                 partial=False))
+            self._write(batch)
+        if item_batch is not None and (batch.item_rows is not None or batch.item_vectors
+                                       is not None):
+            self._served_written(batch)
         for p, off in last.items():
             self._applied[p] = off + 1
             self._learned[p] += learned_by_p.get(p, 0)
@@ -1011,7 +1066,7 @@ class ProcessorCore:
         self._retrying("store write", attempt)
         took = time.perf_counter() - start
         self.stats.seconds_writing += took
-        if batch.item_vectors is not None:
+        if batch.item_vectors is not None or batch.item_rows is not None:
             self.stats.seconds_writing_items += took
 
     def _written(self, batch: StoreBatch) -> bool:
@@ -1048,6 +1103,18 @@ class ProcessorCore:
     def counts(self) -> dict[int, tuple[int, int, int]]:
         """``{partition: (applied offset, learned, dead-lettered)}`` of assigned partitions."""
         return {p: (self._applied[p], self._learned[p], self._dead[p]) for p in self._applied}
+
+
+_ITEM_FIELDS = (
+    "item_ids", "item_vectors", "item_bias", "popularity", "item_rows", "item_row_vectors",
+    "item_row_bias", "item_ids_from", "source_since", "source_version",
+)
+
+
+def _set_items(batch: StoreBatch, items: StoreBatch) -> None:
+    """Replace the item part of ``batch`` with that of ``items``."""
+    for name in _ITEM_FIELDS:
+        setattr(batch, name, getattr(items, name))
 
 
 class StoreItemHub:

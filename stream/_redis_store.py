@@ -63,7 +63,15 @@ import numpy as np
 from kdstream.errors import ConfigError, ModelError, ServiceError
 from kdstream.types import FloatArray
 
-from ._store import StoreBatch, offset_key, parse_offset_key, top_k_from_store
+from ._store import (
+    StaleItemBase,
+    StoreBatch,
+    check_item_update,
+    item_rows,
+    offset_key,
+    parse_offset_key,
+    top_k_from_store,
+)
 
 IdKind = Literal["user", "item"]
 
@@ -201,6 +209,34 @@ return version
 """
 
 
+# KEYS: item:vec, item:bias, item:meta, item:rowver; ARGV: d, rows (int32 LE blob), vectors
+# (float32 LE, d each), biases ('' = unchanged, else float32 LE), source version ('' = unknown).
+# A partial item update of the serving table: SETRANGE each row, record its version in
+# item:rowver (readers refresh from it), bump the version once. Returns the new version.
+_WRITE_ROWS_LUA = """
+local d = tonumber(ARGV[1])
+local rows = ARGV[2]
+local vecs = ARGV[3]
+local bias = ARGV[4]
+local version = redis.call('HINCRBY', KEYS[3], 'version', 1)
+local width = 4 * d
+for i = 1, #rows / 4 do
+  local r = struct.unpack('<i4', rows, (i - 1) * 4 + 1)
+  redis.call('SETRANGE', KEYS[1], r * width, string.sub(vecs, (i - 1) * width + 1, i * width))
+  if #bias > 0 then
+    redis.call('SETRANGE', KEYS[2], r * 4, string.sub(bias, (i - 1) * 4 + 1, i * 4))
+  end
+  redis.call('ZADD', KEYS[4], version, r)
+end
+if #rows > 0 then redis.call('HSET', KEYS[3], 'd', d) end
+if ARGV[5] == '' then
+  redis.call('HDEL', KEYS[3], 'source')
+else
+  redis.call('HSET', KEYS[3], 'source', ARGV[5])
+end
+return version
+"""
+
 # KEYS: one set per user; ARGV: count1, items..., count2, items...: SADD each group.
 _ADD_SEEN_LUA = """
 local pos = 1
@@ -224,6 +260,26 @@ def _check_ids(ids: Sequence[str], name: str) -> None:
     for i in ids:
         if "\n" in i or not i:
             raise ConfigError(f"{name}: ids must be non-empty and have no newline, got {i!r}")
+
+
+def _partial(batch: StoreBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A partial item update's ``(rows, vectors, bias)``, checked as MemoryStore does."""
+    rows = item_rows(batch.item_rows)
+    assert batch.item_row_vectors is not None  # check_item_update
+    vecs = _vector(batch.item_row_vectors, "item_row_vectors", 2)
+    k = len(rows)
+    if vecs.shape[0] != k:
+        raise ConfigError(
+            f"item_row_vectors: expected {k} rows (one per item row), got {vecs.shape[0]}"
+        )
+    bias = None
+    if batch.item_row_bias is not None:
+        bias = _vector(batch.item_row_bias, "item_row_bias", 1)
+        if len(bias) != k:
+            raise ConfigError(f"item_row_bias: expected {k} values, got {len(bias)}")
+    if k and int(rows.max()) >= 2**31:
+        raise ConfigError(f"item_rows: expected indices below 2**31, got {int(rows.max())}")
+    return rows, vecs, bias
 
 
 def mask_url(url: str) -> str:
@@ -355,6 +411,7 @@ class RedisStore:
         self._add_seen = client.register_script(_ADD_SEEN_LUA)
         self._pull_since = client.register_script(_PULL_SINCE_LUA)
         self._rewritten = client.register_script(_REWRITTEN_LUA)
+        self._write_rows = client.register_script(_WRITE_ROWS_LUA)
         # (version, ids, vectors, bias, id -> index); replaced whole, so reads need no lock
         self._cache: tuple[int, list[str], FloatArray, FloatArray, dict[str, int]] | None = None
         self._cache_lock = threading.Lock()
@@ -430,9 +487,11 @@ class RedisStore:
         nothing; a batch interrupted before ``EXEC`` (crash, lost connection) is discarded
         by Redis whole.
         """
+        check_item_update(batch)
         users = {
             str(u): _vector(v, f"user_vectors[{u!r}]", 1) for u, v in batch.user_vectors.items()
         }
+        partial = None if batch.item_rows is None else _partial(batch)
         vectors = None if batch.item_vectors is None else _vector(
             batch.item_vectors, "item_vectors", 2
         )
@@ -463,6 +522,7 @@ class RedisStore:
             versions[str(name)] = int(version)
         table_write = (
             ids is not None or vectors is not None or bias is not None or popularity is not None
+            or partial is not None
         )
         from redis.exceptions import WatchError
 
@@ -475,7 +535,9 @@ class RedisStore:
                         if table_write:
                             # shape checks must see the table this batch replaces
                             pipe.watch(meta, id_list)
-                        plan = self._plan_table(pipe, ids, vectors, bias, popularity, users)
+                        plan = self._plan_table(
+                            pipe, batch, ids, vectors, bias, popularity, users, partial
+                        )
                         pipe.multi()
                         self._queue_writes(
                             pipe, plan, users, batch.seen, stamps, offsets, versions
@@ -502,22 +564,60 @@ class RedisStore:
     def _plan_table(
         self,
         pipe: Any,
+        batch: StoreBatch,
         ids: list[str] | None,
         vectors: np.ndarray | None,
         bias: np.ndarray | None,
         popularity: np.ndarray | None,
         users: dict[str, np.ndarray],
+        partial: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None,
     ) -> dict[str, Any]:
         """Check the batch against the stored table; return what the transaction writes."""
         plan: dict[str, Any] = {}
         if not (ids is not None or vectors is not None or bias is not None or popularity
-                is not None or users):
+                is not None or users or partial is not None):
             return plan
         d_raw, n_cur = self._shape(pipe)
         d_cur = None if d_raw is None else int(d_raw)
-        table_write = ids is not None or vectors is not None or bias is not None
-        n = n_cur if ids is None else len(ids)
-        if table_write:
+        if partial is not None and batch.source_since is not None:
+            have_raw = pipe.hget(self._k("item", "meta"), "source")  # watched: a partial
+            have = None if have_raw is None else int(have_raw)
+            if have is None or have < batch.source_since:
+                raise StaleItemBase(
+                    f"item_rows: the update carries the rows changed after source version "
+                    f"{batch.source_since}, the stored table is of source version {have}"
+                )
+            assert batch.source_version is not None  # check_item_update
+            if have > batch.source_version:  # a later table is served: keep it
+                self._check_users(users, d_cur)
+                return {"skip": True}
+        table_write = ids is not None or vectors is not None or bias is not None or (
+            partial is not None
+        )
+        start = batch.item_ids_from
+        if start is None and partial is not None:
+            start = 0  # a partial update keeps the indices: the list may only grow
+        new_ids: list[str] | None = None
+        if ids is not None and start is not None:
+            new_ids = self._appended_ids(pipe, ids, int(start), n_cur)
+            n = n_cur + len(new_ids)
+        else:
+            n = n_cur if ids is None else len(ids)
+        dim = d_cur if vectors is None else vectors.shape[1]
+        if partial is not None:
+            rows, rvecs, rbias = partial
+            k = len(rows)
+            if k and int(rows.max()) >= n:
+                raise ConfigError(f"item_rows: row {int(rows.max())} outside the {n} items")
+            dim = d_cur if d_cur is not None else (rvecs.shape[1] if k else None)
+            if k and rvecs.shape[1] != dim:
+                raise ConfigError(
+                    f"item_row_vectors: expected dimension {dim}, got {rvecs.shape[1]}"
+                )
+            if dim is None and n:
+                raise ConfigError(f"item_ids: {n} ids but no item_vectors were ever written")
+            plan["rows"] = (rows, rvecs, rbias, dim or 0)
+        elif table_write:
             if vectors is None:
                 if n and d_cur is None:
                     raise ConfigError(f"item_ids: {n} ids but no item_vectors were ever written")
@@ -535,20 +635,45 @@ class RedisStore:
                 bias_n = int(pipe.strlen(self._k("item", "bias"))) // 4
                 if bias_n != n:  # the table grew without a bias: zero prior (as MemoryStore)
                     bias = np.zeros(n, dtype=_F32)
-            if ids is not None:
+            if ids is not None and new_ids is None:
                 plan["ids"] = self._id_edit(pipe, ids, n_cur)
             plan["vectors"], plan["bias"] = vectors, bias
-        dim = d_cur if vectors is None else vectors.shape[1]
-        for user, vec in users.items():
-            if dim is not None and vec.shape[0] != dim:
-                raise ConfigError(
-                    f"user_vectors[{user!r}]: expected dimension {dim}, got {vec.shape[0]}"
-                )
+        if new_ids is not None:
+            plan["ids"] = (False, n_cur, new_ids)
+        if table_write:
+            plan["source"] = batch.source_version
+        self._check_users(users, dim)
         if popularity is not None:
             if len(popularity) != n:
                 raise ConfigError(f"popularity: expected {n} values, got {len(popularity)}")
             plan["popularity"] = popularity
         return plan
+
+    @staticmethod
+    def _check_users(users: dict[str, np.ndarray], dim: int | None) -> None:
+        for user, vec in users.items():
+            if dim is not None and vec.shape[0] != dim:
+                raise ConfigError(
+                    f"user_vectors[{user!r}]: expected dimension {dim}, got {vec.shape[0]}"
+                )
+
+    def _appended_ids(self, pipe: Any, given: list[str], start: int, n_cur: int) -> list[str]:
+        """The ids of ``given`` (from index ``start`` on) past the stored list; ConfigError
+        when they would leave a gap or overlap the stored ids with others (as MemoryStore)."""
+        if start > n_cur:
+            raise ConfigError(f"item_ids_from: {start} is past the {n_cur} stored ids (a gap)")
+        overlap = min(len(given), n_cur - start)
+        if overlap:
+            stored = pipe.lrange(self._k("item", "ids"), start, start + overlap - 1)
+            if [i.decode() for i in stored] != given[:overlap]:
+                raise ConfigError(
+                    f"item_ids: the ids from index {start} on differ from the stored ones "
+                    "(the id list is append-only)"
+                )
+        new = given[overlap:]
+        if new and any(f is not None for f in pipe.hmget(self._k("item", "index"), new)):
+            raise ConfigError("item_ids: expected unique ids")
+        return new
 
     def _shape(self, pipe: Any) -> tuple[bytes | None, int]:
         """``(d, number of item ids)``, read in immediate mode (under WATCH when watching)."""
@@ -590,6 +715,8 @@ class RedisStore:
     ) -> None:
         k = self._k
         item_changed = rewritten = False
+        if plan.get("skip"):
+            plan = {}
         if "ids" in plan:
             rewrite, start, new = plan["ids"]
             if rewrite:
@@ -608,10 +735,29 @@ class RedisStore:
         if plan.get("bias") is not None:
             pipe.set(k("item", "bias"), plan["bias"].tobytes())
             item_changed = rewritten = True
-        if rewritten:
+        source = plan.get("source")
+        if "rows" in plan:  # bumps the version once, records the source
+            rows, rvecs, rbias, d = plan["rows"]
+            self._write_rows(
+                keys=[k("item", "vec"), k("item", "bias"), k("item", "meta"), k("item", "rowver")],
+                args=[
+                    d,
+                    rows.astype("<i4").tobytes(),
+                    rvecs.tobytes(),
+                    b"" if rbias is None else rbias.tobytes(),
+                    "" if source is None else int(source),
+                ],
+                client=pipe,
+            )
+        elif rewritten:
             self._rewritten(keys=[k("item", "meta"), k("item", "rowver")], client=pipe)
         elif item_changed:
             pipe.hincrby(k("item", "meta"), "version", 1)
+        if "rows" not in plan and (rewritten or item_changed):
+            if source is None:
+                pipe.hdel(k("item", "meta"), "source")
+            else:
+                pipe.hset(k("item", "meta"), "source", int(source))
         if plan.get("popularity") is not None:
             pipe.set(k("pop"), plan["popularity"].tobytes())
         if users:
@@ -792,6 +938,10 @@ class RedisStore:
         cached = self._cache
         if cached is not None and cached[0] == version:
             return cached
+        if cached is not None and version > cached[0] and cached[2].shape[1]:
+            fresh = self._refresh(cached)
+            if fresh is not None:
+                return fresh
         k = self._k
         with self._errors("item_table"), self._client.pipeline(transaction=True) as pipe:
             # one MULTI/EXEC: ids, vectors, bias and version of the same moment
@@ -827,8 +977,58 @@ class RedisStore:
                 self._cache = table
         return table
 
+    def _refresh(
+        self, cached: tuple[int, list[str], FloatArray, FloatArray, dict[str, int]]
+    ) -> tuple[int, list[str], FloatArray, FloatArray, dict[str, int]] | None:
+        """The cached table brought to the current version by the rows changed since (one
+        Lua script: rows, new ids and version of one moment); None when only a whole read
+        can tell (rewritten, emptied, or the dimension changed).
+
+        The cached arrays are copied, not written in place: a reader may still hold them.
+        """
+        keys = [
+            self._k("item", "meta"),
+            self._k("item", "ids"),
+            self._k("item", "rowver"),
+            self._k("item", "vec"),
+            self._k("item", "bias"),
+        ]
+        old_version, old_ids, old_vec, old_bias, index = cached
+        with self._errors("item_table"):
+            reply = self._pull_since(keys=keys, args=[old_version, len(old_ids)])
+        if int(reply[1]):
+            return None
+        now = int(reply[0])
+        d = int(reply[2]) if reply[2] else 0
+        if d != old_vec.shape[1]:
+            return None
+        rows = np.frombuffer(reply[3], dtype="<i4").astype(np.int64)
+        new_ids = [i.decode() for i in reply[6]]
+        n_old = len(old_ids)
+        n = n_old + len(new_ids)
+        if len(rows) and int(rows.max()) >= n:
+            return None
+        if now == old_version:
+            return cached
+        vectors = np.zeros((n, d), dtype=_F32)
+        vectors[:n_old] = old_vec
+        vectors[rows] = np.frombuffer(reply[4], dtype=_F32).reshape(len(rows), d)
+        bias = np.zeros(n, dtype=_F32)
+        bias[:n_old] = old_bias
+        bias[rows] = np.frombuffer(reply[5], dtype=_F32)
+        vectors.setflags(write=False)
+        bias.setflags(write=False)
+        # the id map only grows: older snapshots ignore indices past their own n
+        index.update((item, n_old + j) for j, item in enumerate(new_ids))
+        table = (now, old_ids + new_ids if new_ids else old_ids, vectors, bias, index)
+        with self._cache_lock:
+            if self._cache is None or self._cache[0] <= now:
+                self._cache = table
+        return table
+
     def item_table(self) -> tuple[list[str], FloatArray, FloatArray]:
-        """``(ids, vectors, bias)``; read-only arrays, cached until the table changes."""
+        """``(ids, vectors, bias)``; read-only arrays, cached until the table changes (then
+        refreshed by the rows changed since the cached version)."""
         cached = self._table()
         return list(cached[1]), cached[2], cached[3]
 

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from kdstream.errors import ConfigError
+from kdstream.errors import ConfigError, StateError
 from kdstream.types import FloatArray
 
 
@@ -29,7 +29,8 @@ class StoreBatch:
     item_bias
         The full ``(n,)`` item bias, or None when unchanged.
     item_ids
-        The full list of item ids in index order, when it changed.
+        The full list of item ids in index order, when it changed; with ``item_ids_from``,
+        only the ids from that index on (appended; see below).
     seen
         user -> items to add to the user's seen set.
     last_event_ts
@@ -40,6 +41,24 @@ class StoreBatch:
         ``"topic:partition"`` -> next offset applied (the store keeps the max).
     versions
         Model versions, e.g. ``{"student": 12, "teacher": 3}``.
+    item_rows, item_row_vectors, item_row_bias
+        A partial item update instead of a whole table: ``(k,)`` distinct row indices, their
+        ``(k, d)`` float32 vectors and (optional, None = unchanged) ``(k,)`` biases. Rows must
+        lie within the table after ``item_ids`` are appended; appended rows the update does
+        not write read as zero. Cannot be combined with ``item_vectors`` / ``item_bias``.
+    item_ids_from
+        Index of ``item_ids[0]``: the ids are appended to the stored list, which must hold
+        at least ``item_ids_from`` ids (the overlap must match; the list is append-only).
+        None: ``item_ids`` is the whole list.
+    source_since, source_version
+        Versions of the table the item part was taken from (the processors' item hub).
+        A whole table records ``source_version`` (None: unknown). A partial update with
+        ``source_since`` carries every row that changed after source version
+        ``source_since``: it applies to a stored table of source version ``s`` when
+        ``source_since <= s <= source_version`` (and records ``source_version``); the
+        store raises :class:`StaleItemBase`, writing nothing, when ``s`` is unknown or older
+        than ``source_since``, and skips the item part (ids, rows, popularity), writing the
+        rest, when ``s`` is newer than ``source_version``: it already serves a later table.
     ledger
         Debug only (``ProcessorConfig.debug_ledger``): keys of the events learned by this
         batch, appended to the store's ledger list in the same transaction (duplicates kept,
@@ -61,6 +80,69 @@ class StoreBatch:
     offsets: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     ledger: list[str] = field(default_factory=list)
+    item_rows: np.ndarray | None = None
+    item_row_vectors: np.ndarray | None = None
+    item_row_bias: np.ndarray | None = None
+    item_ids_from: int | None = None
+    source_since: int | None = None
+    source_version: int | None = None
+
+    @property
+    def item_partial(self) -> bool:
+        """Whether the item part is a partial update (``item_rows`` set)."""
+        return self.item_rows is not None
+
+
+class StaleItemBase(StateError):
+    """A partial item update's ``source_since`` is newer than the stored table's source
+    version (or that is unknown): the update does not carry every row that changed since.
+    The writer sends the whole table instead; nothing was written."""
+
+
+def check_item_update(batch: StoreBatch) -> None:
+    """Checks of a batch's item fields that need no stored state (both stores run them)."""
+    for name in ("item_ids_from", "source_since", "source_version"):
+        value = getattr(batch, name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0
+        ):
+            raise ConfigError(f"{name}: expected an integer >= 0 or None, got {value!r}")
+    if batch.item_ids_from is not None and batch.item_ids is None:
+        raise ConfigError("item_ids_from: set, but no item_ids to append")
+    if (
+        batch.source_since is not None
+        and (batch.source_version is None or batch.source_since > batch.source_version)
+    ):
+        raise ConfigError(
+            f"source_since: expected <= source_version, got {batch.source_since!r} > "
+            f"{batch.source_version!r}"
+        )
+    if batch.item_rows is None:
+        for name in ("item_row_vectors", "item_row_bias", "source_since"):
+            if getattr(batch, name) is not None:
+                raise ConfigError(f"{name}: set without item_rows (a partial update)")
+        return
+    if batch.item_vectors is not None or batch.item_bias is not None:
+        raise ConfigError(
+            "item_rows: a partial update cannot carry item_vectors / item_bias as well"
+        )
+    if batch.item_row_vectors is None:
+        raise ConfigError("item_row_vectors: expected (k, d) vectors for item_rows, got None")
+
+
+def item_rows(rows: object) -> np.ndarray:
+    """``item_rows`` as distinct int64 indices >= 0; ConfigError naming the field."""
+    arr = np.asarray(rows)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ConfigError(
+            f"item_rows: expected a 1-D integer array, got {arr.dtype} shape {arr.shape}"
+        )
+    out = arr.astype(np.int64)
+    if out.size and out.min() < 0:
+        raise ConfigError(f"item_rows: expected indices >= 0, got {int(out.min())}")
+    if out.size > 1 and len(np.unique(out)) != out.size:
+        raise ConfigError("item_rows: expected distinct rows")
+    return out
 
 
 def offset_key(topic: str, partition: int) -> str:
@@ -174,4 +256,11 @@ def top_k_from_store(
     return [ids[i] for i in top], cand_scores[order].astype(np.float32, copy=False)
 
 
-__all__ = ["Store", "StoreBatch", "offset_key", "parse_offset_key", "top_k_from_store"]
+__all__ = [
+    "StaleItemBase",
+    "Store",
+    "StoreBatch",
+    "offset_key",
+    "parse_offset_key",
+    "top_k_from_store",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,14 @@ from hypothesis import strategies as st
 
 from kdstream.errors import ServiceError
 from kdstream.online import LearnerConfig
-from kdstream.stream import MemoryStore, Record, SoftLabels, StoreBatch, partition_for_key
+from kdstream.stream import (
+    MemoryStore,
+    Record,
+    SoftLabels,
+    StaleItemBase,
+    StoreBatch,
+    partition_for_key,
+)
 from kdstream.stream._codec import decode_records
 from kdstream.stream._processor import (
     LocalItemHub,
@@ -553,3 +561,49 @@ def test_local_hub_pull_since_returns_changed_rows_and_new_ids() -> None:
     assert again.ids == [] and again.rows.tolist() == [] and again.version == 4
     hub.push_item_deltas(np.array([1]), np.ones((1, 2), np.float32))
     assert hub.pull_item_offsets_since(got.version, 4).rows.tolist() == [1]
+
+
+class _CountingStore(MemoryStore):
+    """A MemoryStore that counts the whole and partial item writes it applied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.whole = self.partial = self.stale = 0
+
+    def write_batch(self, batch: StoreBatch) -> None:
+        try:
+            super().write_batch(batch)
+        except StaleItemBase:
+            self.stale += 1
+            raise
+        self.whole += batch.item_vectors is not None
+        self.partial += batch.item_rows is not None
+
+
+def test_incremental_syncs_serve_the_table_of_full_syncs() -> None:
+    served = {}
+    for incremental in (False, True):
+        hub, store = LocalItemHub(), _CountingStore()
+        config = replace(_kd_config(incremental_sync=incremental), sync_every_batches=2)
+        cores = [ProcessorCore(store, config, hub=hub) for _ in range(2)]
+
+        def rewrite(
+            core: ProcessorCore, store: _CountingStore = store, second: ProcessorCore = cores[1]
+        ) -> None:
+            if core is second and store.whole + store.partial == 6:
+                # another writer's whole table of unknown source: the next partial update
+                # cannot apply on it, and the processor sends its table whole instead
+                ids, vectors, bias = store.item_table()
+                store.write_batch(StoreBatch(item_ids=ids, item_vectors=vectors,
+                                             item_bias=bias))
+
+        _feed(cores, 30, seed=5, sync_every=4, before_sync=rewrite)
+        served[incremental] = (store, store.item_table(), store.popularity())
+        assert store.whole + store.partial >= 10
+    (full, table_f, pop_f), (inc, table_i, pop_i) = served[False], served[True]
+    assert full.partial == 0 and full.stale == 0
+    assert inc.partial >= 8 and inc.whole >= 4 and inc.stale == 1, (inc.partial, inc.whole)
+    assert table_i[0] == table_f[0] and len(table_f[0]) > 200
+    np.testing.assert_array_equal(table_i[1], table_f[1])
+    np.testing.assert_array_equal(table_i[2], table_f[2])
+    np.testing.assert_array_equal(pop_i, pop_f)

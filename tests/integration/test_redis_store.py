@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from test_memory_store import check_bad_partials, check_source_versions, partial_script
 
 from kdstream.errors import ConfigError, ModelError, ServiceError
 from kdstream.stream import MemoryStore, Store, StoreBatch, top_k_from_store
@@ -616,3 +617,93 @@ def test_processors_on_a_redis_hub_pull_since_as_they_would_pull_all(
         assert ids_i == ids_f and len(ids_f) > 100
         np.testing.assert_array_equal(q_i, q_f)
         np.testing.assert_array_equal(b_i, b_f)
+
+
+# -- partial item updates and incremental readers -------------------------------------------
+
+
+def test_partial_updates_match_memory_store_and_readers_refresh_bit_for_bit(
+    store: RedisStore, redis_url: str
+) -> None:
+    memory = MemoryStore()
+    reader = _other(redis_url, store)
+    index = None
+    for j, batch in enumerate(partial_script(seed=2)):
+        store.write_batch(batch)
+        memory.write_batch(batch)
+        ids, vectors, bias = reader.item_table()  # refreshed by the rows changed since
+        if j == 0:
+            index = reader._cache[4] if reader._cache else None
+        fresh = _other(redis_url, store)  # a whole read
+        f_ids, f_vectors, f_bias = fresh.item_table()
+        assert ids == f_ids == memory.item_table()[0]
+        np.testing.assert_array_equal(vectors, f_vectors)
+        np.testing.assert_array_equal(bias, f_bias)
+        np.testing.assert_array_equal(vectors, memory.item_table()[1])
+        np.testing.assert_array_equal(bias, memory.item_table()[2])
+        assert reader.item_indices(["i7", "i5", "x"]).tolist() == memory.item_indices(
+            ["i7", "i5", "x"]
+        ).tolist()
+        fresh.close()
+    assert reader._cache is not None and reader._cache[4] is index  # never re-read whole
+    np.testing.assert_array_equal(store.popularity(), memory.popularity())
+    assert store.applied_offset("t", 0) == 4
+    # a whole rewrite: the reader falls back to a whole read
+    store.write_batch(_items(3, 4, seed=9))
+    ids, vectors, _ = reader.item_table()
+    assert ids == ["i0", "i1", "i2"]
+    np.testing.assert_array_equal(vectors, _items(3, 4, seed=9).item_vectors)
+    reader.close()
+
+
+def test_bad_partial_updates_write_nothing_in_redis(store: RedisStore) -> None:
+    check_bad_partials(store)
+
+
+def test_partial_updates_check_the_source_version_in_redis(store: RedisStore) -> None:
+    check_source_versions(store)
+
+
+def test_processors_serve_the_same_table_from_redis_with_partial_updates(
+    redis_url: str, unique_prefix: str
+) -> None:
+    from kdstream.online import LearnerConfig
+    from kdstream.stream import Record
+    from kdstream.stream._processor import LocalItemHub, ProcessorConfig, ProcessorCore
+    from kdstream.student import StudentConfig
+
+    tables = {}
+    for incremental in (False, True):
+        store = RedisStore(redis_url, namespace=f"{unique_prefix}-{int(incremental)}")
+        try:
+            hub = LocalItemHub()
+            config = ProcessorConfig(
+                student=StudentConfig(dim=8, n_negatives=16, seed=0),
+                learner=LearnerConfig(seed=0), sync_every_batches=2, sync_every_s=1e9,
+                incremental_sync=incremental, retry_backoff_s=0.0,
+            )
+            cores = [ProcessorCore(store, config, hub=hub) for _ in range(2)]
+            rng = np.random.default_rng(4)
+            for b in range(24):
+                p = b % 2
+                recs = [
+                    Record("kd.events", p, 40 * (b // 2) + j, None,
+                           (f'{{"user":"u{p}-{rng.integers(30)}",'
+                            f'"item":"i{rng.integers(20 + 10 * b)}","ts":{b}}}').encode(), 0.0)
+                    for j in range(40)
+                ]
+                cores[p].process(recs)
+            reader = RedisStore(redis_url, namespace=store.namespace)
+            tables[incremental] = (reader.item_table(), store.popularity())
+            # rows of partial updates only (a whole write drops the set)
+            partial_rows = store._client.zcard(store._k("item", "rowver"))
+            assert (partial_rows > 0) == incremental, partial_rows
+            reader.close()
+        finally:
+            store.clear()
+            store.close()
+    (full, pop_f), (inc, pop_i) = tables[False], tables[True]
+    assert inc[0] == full[0] and len(full[0]) > 100
+    np.testing.assert_array_equal(inc[1], full[1])
+    np.testing.assert_array_equal(inc[2], full[2])
+    np.testing.assert_array_equal(pop_i, pop_f)
