@@ -251,10 +251,13 @@ class MemoryStore:
             return old, self._item_bias
         if k == 0 and n == n_cur and old is not None:
             return old, self._item_bias
-        vectors = np.zeros((n, d), np.float32)
+        vectors = np.empty((n, d), np.float32)  # one pass over the old rows, not two
         bias = np.zeros(n, np.float32)
         if old is not None:
             vectors[:n_cur] = old
+            vectors[n_cur:] = 0
+        else:
+            vectors[:] = 0
         if self._item_bias is not None:
             bias[: min(n_cur, len(self._item_bias))] = self._item_bias[:n_cur]
         vectors[rows] = vecs

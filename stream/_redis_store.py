@@ -1010,8 +1010,9 @@ class RedisStore:
             return None
         if now == old_version:
             return cached
-        vectors = np.zeros((n, d), dtype=_F32)
+        vectors = np.empty((n, d), dtype=_F32)  # one pass over the old rows, not two
         vectors[:n_old] = old_vec
+        vectors[n_old:] = 0
         vectors[rows] = np.frombuffer(reply[4], dtype=_F32).reshape(len(rows), d)
         bias = np.zeros(n, dtype=_F32)
         bias[:n_old] = old_bias
