@@ -1,6 +1,6 @@
 """How much the synthetic stream leaves to learn: the generator's own distribution as a ranker.
 
-Run: ``.venv/bin/python benchmarks/synthetic_headroom.py [--events N] [--seed S]``
+Run: ``.venv/bin/python benchmarks/synthetic_headroom.py [--events N] [--seed S] [--set KEY=VALUE]``
 
 Prints one JSON object: HR@10 and NDCG@10 of the oracle (``kdstream.replay.oracle_ranks``: each
 scored event's item ranked by the probabilities the generator drew it from) over all scored
@@ -17,7 +17,8 @@ import json
 
 import numpy as np
 
-from kdstream.replay import SyntheticConfig, oracle_ranks
+from kdstream.errors import ConfigError
+from kdstream.replay import SyntheticConfig, oracle_ranks, parse_settings
 
 
 def metrics(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
@@ -30,12 +31,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a SyntheticConfig setting (repeatable)")
     args = ap.parse_args()
-    ranks = oracle_ranks(SyntheticConfig(n_events=args.events, seed=args.seed))
+    try:
+        settings = parse_settings(args.set)
+    except ConfigError as exc:
+        raise SystemExit(f"--set: {exc}") from None
+    ranks = oracle_ranks(SyntheticConfig(n_events=args.events, seed=args.seed, **settings))
     # scored events are in stream order: the last 30% of the stream holds about the last 30%
     late = ranks[int(0.7 * len(ranks)) :]
     out = {
         "events": args.events,
+        "settings": settings,
         "scored": len(ranks),
         "oracle": metrics(ranks),
         "oracle_last_30pct": metrics(late),

@@ -43,6 +43,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from kdstream.errors import ConfigError
+from kdstream.replay import parse_settings
 from kdstream.teacher import SASRecTeacher, TeacherConfig
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "ml-100k" / "u.data"
@@ -66,25 +68,8 @@ def load_ml100k(path: Path) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32
     return remap(raw[:, 0]), remap(raw[:, 1]), raw[:, 2]
 
 
-def synthetic_overrides(pairs: list[str]) -> dict[str, float | int]:
-    """``KEY=VALUE`` settings of ``SyntheticConfig`` (ints stay ints)."""
-    from dataclasses import fields
-
-    from kdstream.replay import SyntheticConfig
-
-    kinds = {f.name: f.type for f in fields(SyntheticConfig)}
-    out: dict[str, float | int] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in kinds or key in ("n_events", "seed"):
-            raise SystemExit(f"--synthetic-set: expected KEY=VALUE with KEY a SyntheticConfig "
-                             f"field other than n_events and seed, got {pair!r}")
-        out[key] = int(value) if kinds[key] in ("int", int) else float(value)
-    return out
-
-
 def load_synthetic(
-    n_events: int, seed: int, overrides: dict[str, float | int] | None = None
+    n_events: int, seed: int, overrides: dict[str, float | int | bool] | None = None
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], np.ndarray]:
     """The demo's synthetic stream as (users, items, ratings): 5 for positive events, 1 for
     negative ones (``skip``, ``dislike``), ids in order of first appearance."""
@@ -209,7 +194,10 @@ def main() -> None:
                     help="also the online student's figures on the same test part")
     args = ap.parse_args()
     if args.synthetic:
-        overrides = synthetic_overrides(args.synthetic_set)
+        try:
+            overrides = parse_settings(args.synthetic_set)
+        except ConfigError as exc:
+            raise SystemExit(f"--synthetic-set: {exc}") from None
         users, items, ratings = load_synthetic(args.synthetic, args.seed, overrides)
         dataset = f"synthetic ({args.synthetic} events, seed {args.seed})"
         if overrides:

@@ -14,7 +14,7 @@ from ._readers import (
     read_log,
 )
 from ._replay import Producer, ReplayReport, replay
-from ._synthetic import SyntheticConfig, generate, generate_events, oracle_ranks
+from ._synthetic import SyntheticConfig, generate, generate_events, oracle_ranks, parse_settings
 
 __all__ = [
     "FORMATS",
@@ -35,6 +35,7 @@ __all__ = [
     "generate_events",
     "iter_events",
     "oracle_ranks",
+    "parse_settings",
     "read_log",
     "replay",
 ]

@@ -189,6 +189,40 @@ class SyntheticConfig:
             raise ConfigError(f"SyntheticConfig.{name} must be {rule}, got {getattr(self, name)!r}")
 
 
+def parse_settings(pairs: list[str]) -> dict[str, float | int | bool]:
+    """``KEY=VALUE`` strings as :class:`SyntheticConfig` keyword arguments (for command lines).
+
+    Ints stay ints and bools are ``0`` / ``1``; ``n_events`` and ``seed`` are left to their own
+    options.
+
+    Examples
+    --------
+    >>> parse_settings(["n_items=6000", "series_weight=3", "series_open=1"])
+    {'n_items': 6000, 'series_weight': 3.0, 'series_open': True}
+    >>> parse_settings(["series_open=yes"])
+    Traceback (most recent call last):
+    ...
+    kdstream.errors.ConfigError: series_open: expected a bool, got 'yes'
+    """
+    kinds = {f.name: f.type for f in fields(SyntheticConfig)}
+    out: dict[str, float | int | bool] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in kinds or key in ("n_events", "seed"):
+            raise ConfigError(f"expected KEY=VALUE with KEY a SyntheticConfig field other than "
+                              f"n_events and seed, got {pair!r}")
+        try:
+            if kinds[key] in ("bool", bool):
+                if value not in ("0", "1"):
+                    raise ValueError(value)
+                out[key] = value == "1"
+            else:
+                out[key] = int(value) if kinds[key] in ("int", int) else float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a {kinds[key]}, got {value!r}") from None
+    return out
+
+
 def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -427,4 +461,4 @@ def generate_events(config: SyntheticConfig | None = None) -> list[Event]:
     return generate(config).to_events()
 
 
-__all__ = ["SyntheticConfig", "generate", "generate_events", "oracle_ranks"]
+__all__ = ["SyntheticConfig", "generate", "generate_events", "oracle_ranks", "parse_settings"]
