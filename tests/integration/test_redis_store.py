@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from test_memory_store import check_bad_partials, check_source_versions, partial_script
+from _item_table_checks import check_bad_partials, check_source_versions, partial_script
+from _item_table_checks import item_batch as _items
 
 from kdstream.errors import ConfigError, ModelError, ServiceError
 from kdstream.stream import MemoryStore, Store, StoreBatch, top_k_from_store
@@ -34,16 +35,6 @@ def store(redis_url: str, unique_prefix: str) -> Iterator[RedisStore]:
 def _other(redis_url: str, store: RedisStore) -> RedisStore:
     """A second client on the same namespace (another process's view)."""
     return RedisStore(redis_url, namespace=store.namespace)
-
-
-def _items(n: int = 6, d: int = 4, seed: int = 0) -> StoreBatch:
-    rng = np.random.default_rng(seed)
-    return StoreBatch(
-        item_ids=[f"i{j}" for j in range(n)],
-        item_vectors=rng.normal(size=(n, d)).astype(np.float32),
-        item_bias=rng.normal(size=n).astype(np.float32),
-        popularity=np.arange(n, dtype=np.float32),
-    )
 
 
 def _same_state(a: Store, b: Store, users: list[str], offsets: list[tuple[str, int]]) -> None:
