@@ -141,6 +141,11 @@ class ItemHub(Protocol):
         ``version`` is a previous answer's :attr:`ItemChanges.version` (0: everything ever
         pushed); ``n_ids`` how many ids the caller has. A hub that cannot tell what changed
         (its table was rewritten) answers with every row and every id (``start = 0``).
+
+        A hub whose table can be deleted and rebuilt under its callers (versions restart)
+        tags its answers with :attr:`ItemChanges.epoch` and takes an ``epoch`` keyword: the
+        caller passes the epoch of its ``version`` (when not ``""``) and a hub of another
+        epoch answers with everything.
         """
         ...
 
@@ -160,6 +165,9 @@ class ItemChanges(NamedTuple):
         (k, width) float32 summed deltas of those rows (width 0 before any push).
     version
         The table version this answer reflects; pass it to the next call.
+    epoch
+        The table's epoch (``""``: a hub whose versions never restart); pass it to the next
+        call with ``version``.
     """
 
     start: int
@@ -167,6 +175,7 @@ class ItemChanges(NamedTuple):
     rows: np.ndarray
     offsets: np.ndarray
     version: int
+    epoch: str = ""
 
 
 class LocalItemHub:
@@ -508,6 +517,7 @@ class ProcessorCore:
         self._dirty = np.zeros(0, bool)
         self._dirty_all = False
         self._hub_version: int | None = None  # the hub table version of the last pull
+        self._hub_epoch = ""  # ... and its epoch ("" for hubs that never restart versions)
         # ids the last pull listed: _item_ids may run further, with gaps ("") where other
         # processors allocated indices this one has not pulled yet
         self._hub_ids = 0
@@ -735,23 +745,35 @@ class ProcessorCore:
                 )
         d = self.config.student.dim
         changes: ItemChanges | None = None
+        hub_reset = False  # the hub table was deleted and rebuilt since the last pull
         if incremental and since is not None:
             version = 0 if self._hub_version is None else self._hub_version
-            changes = self._retrying(
-                "item hub pull", lambda: since(version, self._hub_ids)
+            epoch = self._hub_epoch
+            if epoch:
+                changes = self._retrying(
+                    "item hub pull", lambda: since(version, self._hub_ids, epoch=epoch)
+                )
+            else:  # hubs without epochs take no epoch argument
+                changes = self._retrying(
+                    "item hub pull", lambda: since(version, self._hub_ids)
+                )
+            hub_reset = self._hub_version is not None and (
+                changes.version < version or changes.epoch != epoch
             )
-            if changes.version < version:  # the hub was emptied: start over from all of it
+            if hub_reset and changes.start != 0:  # not answered whole: start over from all
                 changes = self._retrying("item hub pull", lambda: since(0, 0))
         if changes is None:
             ids, offsets = self._retrying("item hub pull", self.hub.pull_item_offsets)
             start, new_ids = 0, ids
             pulled = np.arange(len(ids))
             self._hub_version = None
+            self._hub_epoch = ""
         else:
             start, new_ids, pulled, offsets = (
                 changes.start, changes.ids, changes.rows, changes.offsets
             )
             self._hub_version = changes.version
+            self._hub_epoch = changes.epoch
         n = start + len(new_ids)
         for j, item in enumerate(new_ids):
             if item not in self._item_index:
@@ -797,7 +819,9 @@ class ProcessorCore:
         if not n:
             return StoreBatch()
         version = None if changes is None else changes.version
-        return self._served_table(n, version, partial=changes is not None)
+        # after a hub reset its versions restart: the served table's source versions with
+        # them, so the next write is whole
+        return self._served_table(n, version, partial=changes is not None and not hub_reset)
 
     def _served_table(self, n: int, version: int | None, *, partial: bool) -> StoreBatch:
         """The served item table of the first ``n`` items, at hub ``version``: a partial
@@ -1148,16 +1172,16 @@ class StoreItemHub:
             out[: len(bias), 2 * self.dim] = bias
         return ids, out
 
-    def pull_item_offsets_since(self, version: int, n_ids: int) -> ItemChanges:
-        start, ids, rows, vectors, bias, now = self.store.pull_items_since(  # type: ignore[attr-defined]
-            version, n_ids
+    def pull_item_offsets_since(self, version: int, n_ids: int, epoch: str = "") -> ItemChanges:
+        start, ids, rows, vectors, bias, now, now_epoch = self.store.pull_items_since(  # type: ignore[attr-defined]
+            version, n_ids, epoch
         )
         out = np.zeros((len(rows), 2 * self.dim + 1), np.float32)
         if vectors.size:
             out[:, : vectors.shape[1]] = vectors
         if bias.size:
             out[:, 2 * self.dim] = bias
-        return ItemChanges(start, ids, rows, out, now)
+        return ItemChanges(start, ids, rows, out, now, now_epoch)
 
 
 class KafkaProcessorLoop:

@@ -14,8 +14,13 @@ Keys, all under ``<namespace>:`` (the namespace allows no ``:``, so two never co
     item:vec           str   item table, row-major float32 blob (rows beyond its end read as 0)
     item:bias          str   item bias, float32 blob (missing tail reads as 0)
     item:meta          hash  d (dimension), version (bumped by every item change),
-                             rewritten (the version of the last whole-table write)
-    item:rowver        zset  row index -> the table version of its last delta push
+                             rewritten (the version of the last whole-table write),
+                             epoch (a random token, new whenever the table is created from
+                             nothing or rewritten whole: versions compare within an epoch),
+                             rowver_floor (item:rowver lacks rows last changed at or below
+                             it), source (served tables: the hub version they reflect)
+    item:rowver        zset  row index -> the table version of its last change (delta push or
+                             partial write), bounded (see rowver_floor)
     user:ids, user:index     the same id map for users
     delta:<token>      str   marks an applied item-delta push (idempotent retries), with a TTL
 
@@ -42,9 +47,21 @@ Design choices, and why:
   records its rows' new version in the ``item:rowver`` sorted set, and
   :meth:`RedisStore.pull_items_since` reads, in one Lua script (so of one version), the rows
   scored above the caller's version (``ZRANGEBYSCORE``, then a ``GETRANGE`` per row) and the
-  ids past the caller's count (``LRANGE``). About 100 bytes of Redis memory per pushed row.
-  A whole-table write (``write_batch`` with vectors or bias) drops the set and marks
-  ``rewritten``: a pull since an older version then answers with the whole table.
+  ids past the caller's count (``LRANGE``). A whole-table write (``write_batch`` with vectors
+  or bias) drops the set and marks ``rewritten``: a pull since an older version then answers
+  with the whole table.
+- Versions restart when the table is deleted (:meth:`RedisStore.clear`, here or by another
+  client), so a version alone cannot tell a reader that the rows it missed are all in
+  ``item:rowver``: a pull since ``v`` across a clear and a rebuild past ``v`` would merge
+  two tables. Every table therefore carries an ``epoch`` token, set when it is created from
+  nothing (``HSETNX`` by the first write) or rewritten whole; a pull since a version of
+  another epoch answers with the whole table, and a reader's cache is keyed by
+  ``(version, epoch)``.
+- ``item:rowver`` costs about 100 bytes of Redis memory per entry, so it is bounded: a
+  write that leaves more than ``max(1024, n_items / 8)`` entries drops the oldest down to
+  half of that (``ZREMRANGEBYRANK``, in the same script) and raises ``rowver_floor`` to the
+  highest version dropped. A puller at ``v >= rowver_floor`` only needs rows changed after
+  ``v``, all still in the set; one below the floor gets the whole table.
 """
 
 from __future__ import annotations
@@ -74,6 +91,8 @@ from ._store import (
 )
 
 IdKind = Literal["user", "item"]
+# a reader's cached item table: (version, ids, vectors, bias, id -> index, epoch)
+_Table = tuple[int, list[str], FloatArray, FloatArray, dict[str, int], str]
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _F32 = np.dtype("<f4")
@@ -90,11 +109,14 @@ end
 return 1
 """
 
-# KEYS: ids list, index hash[, meta hash, id blob]; ARGV: ids. Returns every id's index.
+# KEYS: ids list, index hash[, meta hash, id blob]; ARGV: epoch token (a new table's), ids.
+# Returns every id's index.
 _ALLOCATE_LUA = """
 local out = {}
 local created = 0
-for i, id in ipairs(ARGV) do
+for j = 2, #ARGV do
+  local id = ARGV[j]
+  local i = j - 1
   local idx = redis.call('HGET', KEYS[2], id)
   if idx then
     out[i] = tonumber(idx)
@@ -108,15 +130,35 @@ for i, id in ipairs(ARGV) do
 end
 if created > 0 and #KEYS >= 3 then
   redis.call('HINCRBY', KEYS[3], 'version', 1)
+  redis.call('HSETNX', KEYS[3], 'epoch', ARGV[1])
 end
 return out
 """
 
+# Bounds item:rowver (the caller's `rowver`, `meta`; `n` items): past max(1024, n / 8) entries,
+# drop the oldest ones down to half of that and raise item:meta rowver_floor to the highest
+# score dropped. A puller at version v >= floor only needs rows scored above v, all still
+# there; one below the floor gets the whole table. Amortised: a trim follows cap / 2 adds.
+_TRIM_ROWVER_LUA = """
+local function trim_rowver(rowver, meta, n)
+  local cap = math.max(1024, math.floor(n / 8))
+  local size = redis.call('ZCARD', rowver)
+  if size <= cap then return end
+  local k = size - math.floor(cap / 2)
+  local last = redis.call('ZRANGE', rowver, k - 1, k - 1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYRANK', rowver, 0, k - 1)
+  local floor = tonumber(last[2])
+  local cur = tonumber(redis.call('HGET', meta, 'rowver_floor')) or 0
+  if floor > cur then redis.call('HSET', meta, 'rowver_floor', floor) end
+end
+"""
+
 # KEYS: item:vec, item:bias, item:meta, item:ids, delta token key, item:rowver
-# ARGV: d, token ttl, rows (int32 LE blob), deltas (float32 LE blob, m*d), bias deltas ('' or m)
+# ARGV: d, token ttl, rows (int32 LE blob), deltas (float32 LE blob, m*d), bias deltas ('' or m),
+# epoch token (a new table's)
 # Returns the new table version (each row's score in item:rowver), or -1 when this token was
 # applied before.
-_ADD_DELTAS_LUA = """
+_ADD_DELTAS_LUA = _TRIM_ROWVER_LUA + """
 local d = tonumber(ARGV[1])
 local rows = ARGV[3]
 local deltas = ARGV[4]
@@ -162,21 +204,26 @@ for i = 1, m do
   end
 end
 redis.call('HSETNX', KEYS[3], 'd', d)
+redis.call('HSETNX', KEYS[3], 'epoch', ARGV[6])
+trim_rowver(KEYS[6], KEYS[3], n)
 return version
 """
 
-# KEYS: item:meta, item:ids, item:rowver, item:vec, item:bias; ARGV: version, number of ids.
-# Returns {version, 1} when the caller must pull the whole table (rewritten since, or the
-# table is older than the caller's version: emptied), else {version, 0, d ('' before any
-# push), rows (int32 LE blob), their vectors (float32 LE, d each), their biases (float32 LE),
-# the ids from the count on}.
+# KEYS: item:meta, item:ids, item:rowver, item:vec, item:bias; ARGV: version, number of ids,
+# the caller's epoch ('' = none). Returns {version, 1} when the caller must pull the whole
+# table (another epoch: cleared or rewritten since; rewritten since; the caller's version below
+# rowver_floor, its rows trimmed; the table older than the caller's version: emptied), else
+# {version, 0, d ('' before any push), rows (int32 LE blob), their vectors (float32 LE, d
+# each), their biases (float32 LE), the ids from the count on}.
 _PULL_SINCE_LUA = """
-local meta = redis.call('HMGET', KEYS[1], 'version', 'd', 'rewritten')
+local meta = redis.call('HMGET', KEYS[1], 'version', 'd', 'rewritten', 'epoch', 'rowver_floor')
 local version = tonumber(meta[1]) or 0
 local rewritten = tonumber(meta[3]) or 0
+local floor = tonumber(meta[5]) or 0
 local since = tonumber(ARGV[1])
 local n_ids = tonumber(ARGV[2])
-if rewritten > since or version < since or n_ids > redis.call('LLEN', KEYS[2]) then
+if (meta[4] or '') ~= ARGV[3] or rewritten > since or floor > since or version < since
+    or n_ids > redis.call('LLEN', KEYS[2]) then
   return {version, 1}
 end
 local ids = redis.call('LRANGE', KEYS[2], n_ids, -1)
@@ -199,21 +246,23 @@ end
 return {version, 0, meta[2], table.concat(rb), table.concat(vb), table.concat(bb), ids}
 """
 
-# KEYS: item:meta, item:rowver. A whole-table write: bump the version, record it as the
-# rewrite, drop the per-row versions (a pull since an older version must take everything).
+# KEYS: item:meta, item:rowver; ARGV: a new epoch token. A whole-table write: bump the
+# version, record it as the rewrite, start a new epoch, drop the per-row versions (a pull since
+# an older version must take everything).
 _REWRITTEN_LUA = """
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HSET', KEYS[1], 'rewritten', version)
+redis.call('HSET', KEYS[1], 'rewritten', version, 'epoch', ARGV[1])
 redis.call('DEL', KEYS[2])
 return version
 """
 
 
-# KEYS: item:vec, item:bias, item:meta, item:rowver; ARGV: d, rows (int32 LE blob), vectors
-# (float32 LE, d each), biases ('' = unchanged, else float32 LE), source version ('' = unknown).
-# A partial item update of the serving table: SETRANGE each row, record its version in
-# item:rowver (readers refresh from it), bump the version once. Returns the new version.
-_WRITE_ROWS_LUA = """
+# KEYS: item:vec, item:bias, item:meta, item:rowver, item:ids; ARGV: d, rows (int32 LE blob),
+# vectors (float32 LE, d each), biases ('' = unchanged, else float32 LE), source version ('' =
+# unknown), epoch token (a new table's). A partial item update of the serving table: SETRANGE
+# each row, record its version in item:rowver (readers refresh from it; trimmed), bump the
+# version once. Returns the new version.
+_WRITE_ROWS_LUA = _TRIM_ROWVER_LUA + """
 local d = tonumber(ARGV[1])
 local rows = ARGV[2]
 local vecs = ARGV[3]
@@ -234,6 +283,8 @@ if ARGV[5] == '' then
 else
   redis.call('HSET', KEYS[3], 'source', ARGV[5])
 end
+redis.call('HSETNX', KEYS[3], 'epoch', ARGV[6])
+if #rows > 0 then trim_rowver(KEYS[4], KEYS[3], redis.call('LLEN', KEYS[5])) end
 return version
 """
 
@@ -412,8 +463,9 @@ class RedisStore:
         self._pull_since = client.register_script(_PULL_SINCE_LUA)
         self._rewritten = client.register_script(_REWRITTEN_LUA)
         self._write_rows = client.register_script(_WRITE_ROWS_LUA)
-        # (version, ids, vectors, bias, id -> index); replaced whole, so reads need no lock
-        self._cache: tuple[int, list[str], FloatArray, FloatArray, dict[str, int]] | None = None
+        # (version, ids, vectors, bias, id -> index, epoch); replaced whole, so reads need no
+        # lock
+        self._cache: _Table | None = None
         self._cache_lock = threading.Lock()
 
     # -- keys and plumbing ------------------------------------------------------------------
@@ -694,8 +746,9 @@ class RedisStore:
             return False, 0, ids
         if n_cur <= len(ids):
             cache = self._cache
-            current = pipe.hget(self._k("item", "meta"), "version")
-            if cache is not None and current is not None and cache[0] == int(current):
+            current, epoch = pipe.hmget(self._k("item", "meta"), "version", "epoch")
+            if (cache is not None and current is not None and cache[0] == int(current)
+                    and cache[5] == ("" if epoch is None else epoch.decode())):
                 stored = cache[1]
             else:
                 stored = _split_ids(pipe.get(self._k("item", "idblob")))
@@ -715,6 +768,7 @@ class RedisStore:
     ) -> None:
         k = self._k
         item_changed = rewritten = False
+        epoch = uuid.uuid4().hex  # the table's, should this write create or rewrite it
         if plan.get("skip"):
             plan = {}
         if "ids" in plan:
@@ -739,20 +793,29 @@ class RedisStore:
         if "rows" in plan:  # bumps the version once, records the source
             rows, rvecs, rbias, d = plan["rows"]
             self._write_rows(
-                keys=[k("item", "vec"), k("item", "bias"), k("item", "meta"), k("item", "rowver")],
+                keys=[
+                    k("item", "vec"),
+                    k("item", "bias"),
+                    k("item", "meta"),
+                    k("item", "rowver"),
+                    k("item", "ids"),
+                ],
                 args=[
                     d,
                     rows.astype("<i4").tobytes(),
                     rvecs.tobytes(),
                     b"" if rbias is None else rbias.tobytes(),
                     "" if source is None else int(source),
+                    epoch,
                 ],
                 client=pipe,
             )
         elif rewritten:
-            self._rewritten(keys=[k("item", "meta"), k("item", "rowver")], client=pipe)
+            self._rewritten(keys=[k("item", "meta"), k("item", "rowver")], args=[epoch],
+                            client=pipe)
         elif item_changed:
             pipe.hincrby(k("item", "meta"), "version", 1)
+            pipe.hsetnx(k("item", "meta"), "epoch", epoch)
         if "rows" not in plan and (rewritten or item_changed):
             if source is None:
                 pipe.hdel(k("item", "meta"), "source")
@@ -803,8 +866,9 @@ class RedisStore:
         if not args:
             return []
         _check_ids(args, "ids")
+        epoch = uuid.uuid4().hex if kind == "item" else ""
         with self._errors(f"allocate_ids({kind})"):
-            return [int(i) for i in self._allocate(keys=keys, args=args)]
+            return [int(i) for i in self._allocate(keys=keys, args=[epoch, *args])]
 
     def index_of(self, kind: IdKind, ids: Sequence[str]) -> list[int]:
         """The index of each id, ``-1`` for ids never allocated."""
@@ -880,6 +944,7 @@ class RedisStore:
             rows_arr.astype("<i4").tobytes(),
             delta.tobytes(),
             bias_blob,
+            uuid.uuid4().hex,
         ]
         with self._errors("push_item_deltas"):
             return int(self._add_deltas(keys=keys, args=args))
@@ -896,19 +961,24 @@ class RedisStore:
         return list(cached[1]), cached[2], cached[3], cached[0]
 
     def pull_items_since(
-        self, version: int, n_ids: int
-    ) -> tuple[int, list[str], np.ndarray, FloatArray, FloatArray, int]:
+        self, version: int, n_ids: int, epoch: str = ""
+    ) -> tuple[int, list[str], np.ndarray, FloatArray, FloatArray, int, str]:
         """What changed in the shared item table after ``version``, of one moment.
 
-        Returns ``(start, ids, rows, vectors (k, d), bias (k,), version now)``: the ids from
-        index ``start`` on (``start = n_ids``) and the rows whose deltas were pushed after
-        ``version`` (sorted). When the table was rewritten whole since, or is older than
-        ``version`` (emptied), it is all of it: ``start = 0`` and every row.
+        Returns ``(start, ids, rows, vectors (k, d), bias (k,), version now, epoch now)``: the
+        ids from index ``start`` on (``start = n_ids``) and the rows whose deltas were pushed
+        after ``version`` (sorted). ``epoch`` is the one the caller's ``version`` belongs to
+        (a previous answer's; ``""``: none). When the table is of another epoch (cleared,
+        rebuilt or rewritten whole since), was rewritten since, or ``version`` is below
+        ``rowver_floor`` (its changed rows no longer tracked), it is all of it: ``start = 0``
+        and every row.
         """
         if isinstance(version, bool) or not isinstance(version, int | np.integer):
             raise ConfigError(f"version: expected an integer, got {version!r}")
         if isinstance(n_ids, bool) or not isinstance(n_ids, int | np.integer) or n_ids < 0:
             raise ConfigError(f"n_ids: expected an integer >= 0, got {n_ids!r}")
+        if not isinstance(epoch, str):
+            raise ConfigError(f"epoch: expected a string, got {epoch!r}")
         keys = [
             self._k("item", "meta"),
             self._k("item", "ids"),
@@ -917,10 +987,11 @@ class RedisStore:
             self._k("item", "bias"),
         ]
         with self._errors("pull_items_since"):
-            reply = self._pull_since(keys=keys, args=[int(version), int(n_ids)])
+            reply = self._pull_since(keys=keys, args=[int(version), int(n_ids), epoch])
         if int(reply[1]):
-            ids, vectors, bias, now = self.pull_items()
-            return 0, ids, np.arange(len(ids)), vectors, bias, now
+            table = self._table()
+            ids = list(table[1])
+            return 0, ids, np.arange(len(ids)), table[2], table[3], table[0], table[5]
         now = int(reply[0])
         d = int(reply[2]) if reply[2] else 0
         rows = np.frombuffer(reply[3], dtype="<i4").astype(np.int64)
@@ -928,29 +999,34 @@ class RedisStore:
         vectors = np.frombuffer(reply[4], dtype=_F32).reshape(len(rows), d)[order]
         bias = np.frombuffer(reply[5], dtype=_F32)[order]
         ids = [i.decode() for i in reply[6]]
-        return int(n_ids), ids, rows[order], vectors, bias, now
+        return int(n_ids), ids, rows[order], vectors, bias, now, epoch
 
     # -- reads ------------------------------------------------------------------------------
 
-    def _table(self) -> tuple[int, list[str], FloatArray, FloatArray, dict[str, int]]:
-        """The item table, re-read only when its version changed."""
-        version = self.item_version()
+    def _table(self) -> _Table:
+        """The item table, re-read only when its version or epoch changed."""
+        meta = self._k("item", "meta")
+        with self._errors("item_version"):
+            raw_now, raw_epoch = self._client.hmget(meta, "version", "epoch")
+        version = 0 if raw_now is None else int(raw_now)
+        epoch = "" if raw_epoch is None else raw_epoch.decode()
         cached = self._cache
-        if cached is not None and cached[0] == version:
+        if cached is not None and cached[0] == version and cached[5] == epoch:
             return cached
-        if cached is not None and version > cached[0] and cached[2].shape[1]:
+        if (cached is not None and cached[5] == epoch and version > cached[0]
+                and cached[2].shape[1]):
             fresh = self._refresh(cached)
             if fresh is not None:
                 return fresh
         k = self._k
         with self._errors("item_table"), self._client.pipeline(transaction=True) as pipe:
-            # one MULTI/EXEC: ids, vectors, bias and version of the same moment
-            pipe.hget(k("item", "meta"), "version")
-            pipe.hget(k("item", "meta"), "d")
+            # one MULTI/EXEC: ids, vectors, bias, version and epoch of the same moment
+            pipe.hmget(meta, "version", "d", "epoch")
             pipe.get(k("item", "idblob"))
             pipe.get(k("item", "vec"))
             pipe.get(k("item", "bias"))
-            raw_version, raw_d, raw_ids, vec_blob, bias_blob = pipe.execute()
+            (raw_version, raw_d, raw_epoch), raw_ids, vec_blob, bias_blob = pipe.execute()
+        epoch = "" if raw_epoch is None else raw_epoch.decode()
         ids = _split_ids(raw_ids)
         n = len(ids)
         if raw_d is None:
@@ -958,7 +1034,9 @@ class RedisStore:
                 d = 0
             else:
                 empty = np.empty((0, 0), dtype=_F32)
-                table = (int(raw_version or 0), [], empty, np.empty(0, dtype=_F32), {})
+                table: _Table = (
+                    int(raw_version or 0), [], empty, np.empty(0, dtype=_F32), {}, epoch
+                )
                 self._cache = table
                 return table
         else:
@@ -971,18 +1049,19 @@ class RedisStore:
             vectors,
             bias,
             {item: i for i, item in enumerate(ids)},
+            epoch,
         )
         with self._cache_lock:
-            if self._cache is None or self._cache[0] <= table[0]:
+            # a whole read of another epoch replaces any cache; of this one, an older one
+            if self._cache is None or self._cache[5] != epoch or self._cache[0] <= table[0]:
                 self._cache = table
         return table
 
-    def _refresh(
-        self, cached: tuple[int, list[str], FloatArray, FloatArray, dict[str, int]]
-    ) -> tuple[int, list[str], FloatArray, FloatArray, dict[str, int]] | None:
+    def _refresh(self, cached: _Table) -> _Table | None:
         """The cached table brought to the current version by the rows changed since (one
         Lua script: rows, new ids and version of one moment); None when only a whole read
-        can tell (rewritten, emptied, or the dimension changed).
+        can tell (another epoch, rewritten, rows trimmed from ``item:rowver``, emptied, or
+        the dimension changed).
 
         The cached arrays are copied, not written in place: a reader may still hold them.
         """
@@ -993,9 +1072,9 @@ class RedisStore:
             self._k("item", "vec"),
             self._k("item", "bias"),
         ]
-        old_version, old_ids, old_vec, old_bias, index = cached
+        old_version, old_ids, old_vec, old_bias, index, epoch = cached
         with self._errors("item_table"):
-            reply = self._pull_since(keys=keys, args=[old_version, len(old_ids)])
+            reply = self._pull_since(keys=keys, args=[old_version, len(old_ids), epoch])
         if int(reply[1]):
             return None
         now = int(reply[0])
@@ -1021,9 +1100,9 @@ class RedisStore:
         bias.setflags(write=False)
         # the id map only grows: older snapshots ignore indices past their own n
         index.update((item, n_old + j) for j, item in enumerate(new_ids))
-        table = (now, old_ids + new_ids if new_ids else old_ids, vectors, bias, index)
+        table = (now, old_ids + new_ids if new_ids else old_ids, vectors, bias, index, epoch)
         with self._cache_lock:
-            if self._cache is None or self._cache[0] <= now:
+            if self._cache is None or self._cache[5] != epoch or self._cache[0] <= now:
                 self._cache = table
         return table
 

@@ -22,6 +22,7 @@ from kdstream.stream import (
 )
 from kdstream.stream._codec import decode_records
 from kdstream.stream._processor import (
+    ItemChanges,
     LocalItemHub,
     ProcessorConfig,
     ProcessorCore,
@@ -561,6 +562,74 @@ def test_local_hub_pull_since_returns_changed_rows_and_new_ids() -> None:
     assert again.ids == [] and again.rows.tolist() == [] and again.version == 4
     hub.push_item_deltas(np.array([1]), np.ones((1, 2), np.float32))
     assert hub.pull_item_offsets_since(got.version, 4).rows.tolist() == [1]
+
+
+class _EpochHub:
+    """A hub whose table another client can delete and rebuild (:meth:`rebuild`; versions
+    restart), tagging its answers with an epoch but, unlike a RedisStore hub, answering
+    since the asked version even across epochs: the processor must notice on its own."""
+
+    def __init__(self) -> None:
+        self.inner = LocalItemHub()
+        self.epoch = "e0"
+        self.epochs_passed: list[str | None] = []
+
+    def rebuild(self) -> None:
+        self.inner = LocalItemHub()
+        self.epoch = f"e{int(self.epoch[1:]) + 1}"
+
+    def allocate_ids(self, kind: str, ids: list[str]) -> list[int]:
+        return self.inner.allocate_ids(kind, ids)
+
+    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
+        self.inner.push_item_deltas(rows, deltas)
+
+    def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:
+        return self.inner.pull_item_offsets()
+
+    def pull_item_offsets_since(
+        self, version: int, n_ids: int, epoch: str | None = None
+    ) -> ItemChanges:
+        self.epochs_passed.append(epoch)
+        return self.inner.pull_item_offsets_since(version, n_ids)._replace(epoch=self.epoch)
+
+
+def test_a_hub_rebuilt_under_a_processor_is_pulled_whole() -> None:
+    """The hub table is deleted and rebuilt past the processor's version: its next sync
+    takes the new table whole (as a fresh processor's pull) and writes the served table
+    whole (the hub versions it was tagged with restarted)."""
+    hub = _EpochHub()
+    rng = np.random.default_rng(3)
+    ids = [f"i{j}" for j in range(12)]
+    width = 2 * 8 + 1
+
+    def push(rows: np.ndarray) -> None:
+        hub.push_item_deltas(rows, rng.normal(size=(len(rows), width)).astype(np.float32))
+
+    hub.allocate_ids("item", ids)
+    push(np.arange(12))
+    core = ProcessorCore(MemoryStore(), _kd_config(), hub=hub)
+    core._served_written(core.sync_items())
+    push(np.array([3, 4]))
+    batch = core.sync_items()
+    assert batch.item_rows is not None and batch.item_rows.tolist() == [3, 4]
+    core._served_written(batch)
+    held = core._hub_version
+    assert held is not None and core._hub_epoch == "e0"
+    assert hub.epochs_passed == [None, "e0"]  # no epoch held: none passed
+    hub.rebuild()
+    hub.allocate_ids("item", ids)
+    push(np.arange(12))
+    while hub.inner.pull_item_offsets_since(0, 0).version <= held:
+        push(np.array([5]))
+    batch = core.sync_items()
+    assert batch.item_rows is None and batch.item_ids == ids  # whole
+    assert core._hub_epoch == "e1"
+    fresh = ProcessorCore(MemoryStore(), _kd_config(), hub=hub)
+    fresh.sync_items()
+    assert core._item_ids == fresh._item_ids == ids
+    for a, b in zip(_tables(core), _tables(fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 class _CountingStore(MemoryStore):

@@ -439,22 +439,27 @@ def test_password(password_redis: int) -> None:
 
 def test_pull_since_returns_rows_pushed_after_the_version_and_new_ids(store: RedisStore) -> None:
     store.allocate_ids("item", ["a", "b", "c"])
-    start, ids, rows, vectors, bias, v1 = store.pull_items_since(0, 0)
+    # held no epoch: the whole table (no pushes yet: no width)
+    start, ids, rows, vectors, bias, v1, epoch = store.pull_items_since(0, 0)
+    assert (start, ids, rows.tolist(), vectors.shape) == (0, ["a", "b", "c"], [0, 1, 2], (3, 0))
+    assert bias.tolist() == [0, 0, 0]
+    assert v1 == store.item_version() == 1 and len(epoch) == 32
+    start, ids, rows, vectors, bias, _, same_epoch = store.pull_items_since(0, 0, epoch)
     assert (start, ids, rows.tolist(), vectors.size, bias.size) == (0, ["a", "b", "c"], [], 0, 0)
-    assert v1 == store.item_version() == 1
+    assert same_epoch == epoch
     v2 = store.push_item_deltas(np.array([2, 0]), np.array([[1, 2], [3, 4]]), np.array([5, 6]))
     store.allocate_ids("item", ["d"])
     v4 = store.push_item_deltas(np.array([3, 2]), np.array([[0.5, 0.5], [1, 1]]))
     assert (v2, v4) == (2, 4)
-    start, ids, rows, vectors, bias, now = store.pull_items_since(v1, 3)
+    start, ids, rows, vectors, bias, now, _ = store.pull_items_since(v1, 3, epoch)
     assert (start, ids, rows.tolist(), now) == (3, ["d"], [0, 2, 3], 4)
     np.testing.assert_array_equal(vectors, [[3, 4], [2, 3], [0.5, 0.5]])
     np.testing.assert_array_equal(bias, [6, 5, 0])  # a push without biases leaves them
     # only what came after the version: row 2's second push, row 3
-    start, ids, rows, vectors, _, _ = store.pull_items_since(v2, 4)
+    start, ids, rows, vectors, _, _, _ = store.pull_items_since(v2, 4, epoch)
     assert (start, ids, rows.tolist()) == (4, [], [2, 3])
     np.testing.assert_array_equal(vectors, [[2, 3], [0.5, 0.5]])
-    start, ids, rows, _, _, same = store.pull_items_since(v4, 4)
+    start, ids, rows, _, _, same, _ = store.pull_items_since(v4, 4, epoch)
     assert (start, ids, rows.tolist(), same) == (4, [], [], v4)
     # the rows agree with a full pull's
     full_ids, full_vec, _, full_v = store.pull_items()
@@ -467,19 +472,21 @@ def test_pull_since_returns_rows_pushed_after_the_version_and_new_ids(store: Red
 def test_pull_since_after_a_whole_table_write_sends_everything(store: RedisStore) -> None:
     store.allocate_ids("item", ["a", "b"])
     version = store.push_item_deltas(np.array([1]), np.ones((1, 2)))
+    epoch = store.pull_items_since(0, 0)[6]
     store.write_batch(StoreBatch(item_ids=["a", "b", "c"], item_vectors=np.full((3, 2), 7.0)))
-    start, ids, rows, vectors, _, now = store.pull_items_since(version, 2)
+    start, ids, rows, vectors, _, now, new_epoch = store.pull_items_since(version, 2, epoch)
     assert (start, ids, rows.tolist(), now) == (0, ["a", "b", "c"], [0, 1, 2], version + 1)
+    assert new_epoch != epoch  # a whole write starts a new epoch
     np.testing.assert_array_equal(vectors, np.full((3, 2), 7.0))
     # from then on, pushes are versioned again
     later = store.push_item_deltas(np.array([0]), np.ones((1, 2)))
-    start, ids, rows, vectors, _, _ = store.pull_items_since(now, 3)
+    start, ids, rows, vectors, _, _, _ = store.pull_items_since(now, 3, new_epoch)
     assert (start, ids, rows.tolist(), later) == (3, [], [0], now + 1)
     np.testing.assert_array_equal(vectors, [[8, 8]])
     # an emptied table (older than the caller's version) also sends everything there is
     store.clear()
     store.allocate_ids("item", ["x"])
-    start, ids, rows, _, _, _ = store.pull_items_since(later, 3)
+    start, ids, rows, _, _, _, _ = store.pull_items_since(later, 3, new_epoch)
     assert (start, ids, rows.tolist()) == (0, ["x"], [0])
 
 
@@ -515,16 +522,19 @@ def test_pulls_since_under_concurrent_pushes_rebuild_the_table(
     table = np.zeros((0, d), np.float32)
     bias = np.zeros(0, np.float32)
     version = 0
+    epoch = ""
     versions_seen = []
 
     def follow() -> None:
-        nonlocal ids, table, bias, version
-        start, new_ids, rows, vec, b, version = reader.pull_items_since(version, len(ids))
+        nonlocal ids, table, bias, version, epoch
+        start, new_ids, rows, vec, b, version, epoch = reader.pull_items_since(
+            version, len(ids), epoch
+        )
         ids = ids[:start] + new_ids
         if len(table) < len(ids):
             table = np.concatenate([table, np.zeros((len(ids) - len(table), d), np.float32)])
             bias = np.concatenate([bias, np.zeros(len(ids) - len(bias), np.float32)])
-        if len(rows):  # (before any push the table has no width yet)
+        if len(rows) and vec.shape[1]:  # (before any push the table has no width yet)
             assert rows.max() < len(ids)
             table[rows] = vec
             bias[rows] = b
@@ -698,3 +708,210 @@ def test_processors_serve_the_same_table_from_redis_with_partial_updates(
     np.testing.assert_array_equal(inc[1], full[1])
     np.testing.assert_array_equal(inc[2], full[2])
     np.testing.assert_array_equal(pop_i, pop_f)
+
+
+# -- epochs (a table cleared and rebuilt under its readers) and the bounded item:rowver --------
+
+
+def _assert_same_table(reader: RedisStore, redis_url: str) -> None:
+    """``reader``'s table equals a fresh client's whole read, bit for bit."""
+    fresh = RedisStore(redis_url, namespace=reader.namespace)
+    try:
+        ids, vectors, bias = reader.item_table()
+        f_ids, f_vectors, f_bias = fresh.item_table()
+        assert ids == f_ids
+        np.testing.assert_array_equal(vectors, f_vectors)
+        np.testing.assert_array_equal(bias, f_bias)
+        assert reader.item_indices(ids).tolist() == list(range(len(ids)))
+    finally:
+        fresh.close()
+
+
+def _rows(rows: list[int], d: int, value: float) -> StoreBatch:
+    k = len(rows)
+    return StoreBatch(item_rows=np.array(rows), item_row_vectors=np.full((k, d), value),
+                      item_row_bias=np.full(k, value, np.float32))
+
+
+def test_readers_across_a_clear_and_rebuild_read_the_new_table(
+    redis_url: str, store: RedisStore
+) -> None:
+    """Another client clears the table and rebuilds one reaching the readers' version (or
+    past it): their next read is the new table, not the old one merged with its changes."""
+    store.write_batch(_items(6, 4, seed=0))
+    store.write_batch(_rows([0], 4, 1.0))
+    store.write_batch(_rows([1], 4, 2.0))
+    same, behind = _other(redis_url, store), _other(redis_url, store)
+    for reader in (same, behind):
+        reader.item_table()
+        assert reader._cache is not None and reader._cache[0] == 3
+    other = _other(redis_url, store)
+    other.clear()
+    other.write_batch(_items(6, 4, seed=1))  # a whole write: version 1 again
+    other.write_batch(_rows([2], 4, 3.0))
+    other.write_batch(_rows([3], 4, 4.0))
+    assert other.item_version() == 3  # the readers' version, of another table
+    _assert_same_table(same, redis_url)
+    other.write_batch(_rows([4], 4, 5.0))
+    other.write_batch(_rows([2, 5], 4, 6.0))
+    assert other.item_version() == 5
+    _assert_same_table(behind, redis_url)  # old version 3 < 5: not a refresh since 3
+    rebuilt = _items(6, 4, seed=1).item_vectors
+    assert rebuilt is not None
+    np.testing.assert_array_equal(behind.item_table()[1][1], rebuilt[1])
+    # a table created from nothing by partial writes also starts a new epoch
+    other.clear()
+    first = _rows([0, 1], 4, 7.0)
+    first.item_ids, first.item_ids_from = ["a", "b"], 0
+    for value in (8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0):
+        other.write_batch(first)
+        first = _rows([1], 4, value)
+    assert other.item_version() > 5
+    _assert_same_table(behind, redis_url)
+    assert behind.item_table()[0] == ["a", "b"]
+    # the hub side: a pull since a version of another epoch answers whole
+    hub = _other(redis_url, store)
+    hub.clear()
+    hub.allocate_ids("item", ["x", "y", "z"])
+    hub.push_item_deltas(np.array([0, 1, 2]), np.ones((3, 2)))
+    _, _, _, _, _, version, epoch = hub.pull_items_since(0, 0)
+    other.clear()
+    other.allocate_ids("item", ["x", "y", "z"])
+    for _ in range(version + 1):
+        other.push_item_deltas(np.array([2]), np.full((1, 2), 0.5))
+    start, ids, rows, vectors, _, now, new_epoch = hub.pull_items_since(version, 3, epoch)
+    assert (start, ids, rows.tolist(), new_epoch != epoch) == (0, ["x", "y", "z"], [0, 1, 2], True)
+    assert now > version
+    np.testing.assert_array_equal(vectors, other.pull_items()[1])
+    for client in (same, behind, other, hub):
+        client.close()
+
+
+def test_a_processor_across_a_hub_clear_and_rebuild_pulls_the_new_table(
+    redis_url: str, unique_prefix: str
+) -> None:
+    """A processor pulling since its hub version: after the hub is cleared and rebuilt past
+    that version, its table is the new hub table (as a fresh processor's), bit for bit, and
+    its next served write is whole."""
+    from kdstream.online import LearnerConfig
+    from kdstream.stream._processor import ProcessorConfig, ProcessorCore, StoreItemHub
+    from kdstream.student import StudentConfig
+
+    dim, n = 4, 10
+    width = 2 * dim + 1
+    ids = [f"i{j}" for j in range(n)]
+    config = ProcessorConfig(student=StudentConfig(dim=dim, seed=0),
+                             learner=LearnerConfig(seed=0), retry_backoff_s=0.0,
+                             sync_every_batches=10**6, sync_every_s=1e9)
+    hub_store = RedisStore(redis_url, namespace=f"{unique_prefix}-hub")
+    other = RedisStore(redis_url, namespace=f"{unique_prefix}-hub")
+    rng = np.random.default_rng(7)
+
+    def push(rows: np.ndarray) -> None:
+        other.push_item_deltas(rows, rng.normal(size=(len(rows), 2 * dim)).astype(np.float32),
+                               rng.normal(size=len(rows)).astype(np.float32))
+
+    def pulled_table(core: ProcessorCore) -> tuple[np.ndarray, np.ndarray]:
+        st = core.learner.student
+        return st.Q[: st.n_items].copy(), st.b[: st.n_items].copy()
+
+    try:
+        other.allocate_ids("item", ids)
+        push(np.arange(n))
+        core = ProcessorCore(MemoryStore(), config, hub=StoreItemHub(hub_store, dim))
+        core._served_written(core.sync_items())  # whole, as the first
+        push(np.array([3, 4]))
+        batch = core.sync_items()
+        assert batch.item_rows is not None and batch.item_rows.tolist() == [3, 4]
+        core._served_written(batch)
+        held = core._hub_version
+        assert held is not None and core._hub_epoch
+        other.clear()  # another client deletes the hub table and builds another
+        other.allocate_ids("item", ids)
+        push(np.arange(n))
+        while other.item_version() <= held:
+            push(np.array([5]))
+        batch = core.sync_items()
+        assert batch.item_rows is None and batch.item_vectors is not None  # whole
+        fresh = ProcessorCore(MemoryStore(), config, hub=StoreItemHub(other, dim))
+        fresh.sync_items()
+        assert core._item_ids[:n] == fresh._item_ids[:n] == ids
+        for got, want in zip(pulled_table(core), pulled_table(fresh), strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert core._hub_epoch == fresh._hub_epoch and core._hub_version == other.item_version()
+        assert width == core._width
+    finally:
+        other.clear()
+        other.close()
+        hub_store.close()
+
+
+def test_item_rowver_stays_bounded_and_readers_below_its_floor_read_whole(
+    redis_url: str, store: RedisStore
+) -> None:
+    n, d = 3000, 2
+    cap = max(1024, n // 8)
+    memory = MemoryStore()
+    first = _items(n, d, seed=3)
+    store.write_batch(first)
+    memory.write_batch(first)
+    far, near = _other(redis_url, store), _other(redis_url, store)
+    far.item_table()
+    far_version = far.item_version()
+    rng = np.random.default_rng(5)
+    meta, rowver = store._k("item", "meta"), store._k("item", "rowver")
+    written: list[tuple[int, np.ndarray]] = []  # (version after the write, its rows)
+    sizes = []
+    for step in range(40):
+        rows = rng.choice(n, size=100, replace=False)
+        batch = _rows(rows.tolist(), d, float(step))
+        store.write_batch(batch)
+        memory.write_batch(batch)
+        written.append((store.item_version(), np.sort(rows)))
+        sizes.append(store._client.zcard(rowver))
+        if step % 7 == 0:
+            near.item_table()  # keeps up: refreshes from the rows changed since
+    assert max(sizes) <= cap and max(sizes) > cap // 2  # trimmed, not emptied
+    floor = int(store._client.hget(meta, "rowver_floor"))
+    assert far_version < floor < store.item_version()
+    epoch = store._client.hget(meta, "epoch").decode()
+    # a puller below the floor gets the whole table
+    start, _, got_rows, _, _, _, _ = store.pull_items_since(far_version, n, epoch)
+    assert start == 0 and len(got_rows) == n
+    # one at or above it only the rows changed since its version
+    since = next(v for v, _ in written if v >= floor)
+    start, new_ids, got_rows, vectors, _, _, _ = store.pull_items_since(since, n, epoch)
+    want = np.unique(np.concatenate([r for v, r in written if v > since]))
+    assert (start, new_ids) == (n, []) and got_rows.tolist() == want.tolist()
+    assert len(got_rows) < n
+    np.testing.assert_array_equal(vectors, memory.item_table()[1][want])
+    # both readers end equal to a whole read (and to the memory store)
+    for reader in (far, near):
+        _assert_same_table(reader, redis_url)
+        np.testing.assert_array_equal(reader.item_table()[1], memory.item_table()[1])
+        np.testing.assert_array_equal(reader.item_table()[2], memory.item_table()[2])
+        reader.close()
+
+
+def test_hub_item_rowver_stays_bounded_and_followers_rebuild_the_table(
+    store: RedisStore,
+) -> None:
+    n, d = 2000, 3
+    store.allocate_ids("item", [f"i{j}" for j in range(n)])
+    rng = np.random.default_rng(6)
+    table = np.zeros((n, d), np.float32)
+    version, epoch, pulls = 0, "", []
+    for step in range(30):
+        rows = rng.choice(n, size=120, replace=False)
+        store.push_item_deltas(rows, rng.normal(size=(120, d)).astype(np.float32))
+        assert store._client.zcard(store._k("item", "rowver")) <= 1024
+        if step % 3 == 0:  # a follower pulling since its version
+            start, _, got, vec, _, version, epoch = store.pull_items_since(version, n, epoch)
+            pulls.append((start, len(got)))
+            table[got] = vec
+    start, _, got, vec, _, version, epoch = store.pull_items_since(version, n, epoch)
+    table[got] = vec
+    np.testing.assert_array_equal(table, store.pull_items()[1])
+    assert store._client.hget(store._k("item", "meta"), "rowver_floor") is not None
+    assert pulls[0] == (0, n)  # the first pull (no epoch held) is whole
+    assert all(k < n for s, k in pulls[1:] if s == n)  # later ones: changed rows
