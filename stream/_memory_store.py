@@ -15,9 +15,9 @@ from ._store import (
     StaleItemBase,
     StoreBatch,
     check_item_update,
-    item_rows,
     offset_key,
     parse_offset_key,
+    partial_rows,
     top_k_from_store,
 )
 
@@ -226,19 +226,8 @@ class MemoryStore:
         self, batch: StoreBatch, n_cur: int, n: int
     ) -> tuple[FloatArray | None, FloatArray | None]:
         """The table with a partial update's rows written (appended rows start at zero)."""
-        rows = item_rows(batch.item_rows)
-        assert batch.item_row_vectors is not None  # check_item_update
-        vecs = _frozen(batch.item_row_vectors, "item_row_vectors", 2)
+        rows, vecs, row_bias = partial_rows(batch, _frozen)
         k = len(rows)
-        if vecs.shape[0] != k:
-            raise ConfigError(
-                f"item_row_vectors: expected {k} rows (one per item row), got {vecs.shape[0]}"
-            )
-        row_bias = None
-        if batch.item_row_bias is not None:
-            row_bias = _frozen(batch.item_row_bias, "item_row_bias", 1)
-            if len(row_bias) != k:
-                raise ConfigError(f"item_row_bias: expected {k} values, got {len(row_bias)}")
         if k and int(rows.max()) >= n:
             raise ConfigError(f"item_rows: row {int(rows.max())} outside the {n} items")
         old = self._item_vectors

@@ -84,9 +84,9 @@ from ._store import (
     StaleItemBase,
     StoreBatch,
     check_item_update,
-    item_rows,
     offset_key,
     parse_offset_key,
+    partial_rows,
     top_k_from_store,
 )
 
@@ -315,20 +315,8 @@ def _check_ids(ids: Sequence[str], name: str) -> None:
 
 def _partial(batch: StoreBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """A partial item update's ``(rows, vectors, bias)``, checked as MemoryStore does."""
-    rows = item_rows(batch.item_rows)
-    assert batch.item_row_vectors is not None  # check_item_update
-    vecs = _vector(batch.item_row_vectors, "item_row_vectors", 2)
-    k = len(rows)
-    if vecs.shape[0] != k:
-        raise ConfigError(
-            f"item_row_vectors: expected {k} rows (one per item row), got {vecs.shape[0]}"
-        )
-    bias = None
-    if batch.item_row_bias is not None:
-        bias = _vector(batch.item_row_bias, "item_row_bias", 1)
-        if len(bias) != k:
-            raise ConfigError(f"item_row_bias: expected {k} values, got {len(bias)}")
-    if k and int(rows.max()) >= 2**31:
+    rows, vecs, bias = partial_rows(batch, _vector)
+    if len(rows) and int(rows.max()) >= 2**31:
         raise ConfigError(f"item_rows: expected indices below 2**31, got {int(rows.max())}")
     return rows, vecs, bias
 
@@ -960,6 +948,10 @@ class RedisStore:
         cached = self._table()
         return list(cached[1]), cached[2], cached[3], cached[0]
 
+    def _since_keys(self) -> list[str]:
+        """The keys of the pull-since script (meta, ids, rowver, vec, bias)."""
+        return [self._k("item", name) for name in ("meta", "ids", "rowver", "vec", "bias")]
+
     def pull_items_since(
         self, version: int, n_ids: int, epoch: str = ""
     ) -> tuple[int, list[str], np.ndarray, FloatArray, FloatArray, int, str]:
@@ -979,15 +971,10 @@ class RedisStore:
             raise ConfigError(f"n_ids: expected an integer >= 0, got {n_ids!r}")
         if not isinstance(epoch, str):
             raise ConfigError(f"epoch: expected a string, got {epoch!r}")
-        keys = [
-            self._k("item", "meta"),
-            self._k("item", "ids"),
-            self._k("item", "rowver"),
-            self._k("item", "vec"),
-            self._k("item", "bias"),
-        ]
         with self._errors("pull_items_since"):
-            reply = self._pull_since(keys=keys, args=[int(version), int(n_ids), epoch])
+            reply = self._pull_since(
+                keys=self._since_keys(), args=[int(version), int(n_ids), epoch]
+            )
         if int(reply[1]):
             table = self._table()
             ids = list(table[1])
@@ -1065,16 +1052,11 @@ class RedisStore:
 
         The cached arrays are copied, not written in place: a reader may still hold them.
         """
-        keys = [
-            self._k("item", "meta"),
-            self._k("item", "ids"),
-            self._k("item", "rowver"),
-            self._k("item", "vec"),
-            self._k("item", "bias"),
-        ]
         old_version, old_ids, old_vec, old_bias, index, epoch = cached
         with self._errors("item_table"):
-            reply = self._pull_since(keys=keys, args=[old_version, len(old_ids), epoch])
+            reply = self._pull_since(
+                keys=self._since_keys(), args=[old_version, len(old_ids), epoch]
+            )
         if int(reply[1]):
             return None
         now = int(reply[0])

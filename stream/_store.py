@@ -7,6 +7,7 @@ applied atomically, and records the partition offsets it covers so that a re-app
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -128,6 +129,27 @@ def check_item_update(batch: StoreBatch) -> None:
         )
     if batch.item_row_vectors is None:
         raise ConfigError("item_row_vectors: expected (k, d) vectors for item_rows, got None")
+
+
+def partial_rows(
+    batch: StoreBatch, as_floats: Callable[[np.ndarray, str, int], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A partial item update's ``(rows, vectors, bias or None)``, checked alike by both stores;
+    ``as_floats(array, field, ndim)`` is the store's own float32 conversion (and its checks)."""
+    rows = item_rows(batch.item_rows)
+    assert batch.item_row_vectors is not None  # check_item_update
+    vecs = as_floats(batch.item_row_vectors, "item_row_vectors", 2)
+    k = len(rows)
+    if vecs.shape[0] != k:
+        raise ConfigError(
+            f"item_row_vectors: expected {k} rows (one per item row), got {vecs.shape[0]}"
+        )
+    bias = None
+    if batch.item_row_bias is not None:
+        bias = as_floats(batch.item_row_bias, "item_row_bias", 1)
+        if len(bias) != k:
+            raise ConfigError(f"item_row_bias: expected {k} values, got {len(bias)}")
+    return rows, vecs, bias
 
 
 def item_rows(rows: object) -> np.ndarray:
