@@ -13,10 +13,13 @@ from collections.abc import Sequence
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kdstream.demo import format_table, run_demo
+    from kdstream.replay import parse_settings
 
     teacher = {k: v for k, v in (("teacher_epochs", args.teacher_epochs),
                                  ("teacher_dim", args.teacher_dim)) if v is not None}
-    summary = run_demo(args.events, args.seed, progress=not args.no_progress, **teacher)
+    stream = parse_settings(args.set)  # before the run: a typo fails at once
+    summary = run_demo(args.events, args.seed, progress=not args.no_progress,
+                       stream=stream or None, **teacher)
     if args.json:
         print(json.dumps(summary, sort_keys=False))
     else:
@@ -37,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--teacher-epochs", type=int, help="teacher epochs per refresh (8)")
     demo.add_argument("--teacher-dim", type=int, help="teacher width (32)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a synthetic stream setting (SyntheticConfig field; repeatable), "
+                           "e.g. --set series_len_mean=4 --set series_weight=3")
     demo.set_defaults(func=_cmd_demo)
 
     from kdstream.cli_serve import add_parsers as add_serve_parsers

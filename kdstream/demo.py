@@ -38,9 +38,14 @@ def run_demo(
     progress: bool = True,
     teacher_epochs: int = DEMO_TEACHER_EPOCHS,
     teacher_dim: int = DEMO_TEACHER_DIM,
+    stream: dict[str, float | int | bool] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo and return the summary that ``--json`` prints."""
-    cols = generate(SyntheticConfig(n_events=n_events, seed=seed))
+    """Run the demo and return the summary that ``--json`` prints.
+
+    ``stream``: :class:`SyntheticConfig` settings other than the defaults (``kdstream demo
+    --set KEY=VALUE``); they are echoed in the summary as ``"stream"``.
+    """
+    cols = generate(SyntheticConfig(n_events=n_events, seed=seed, **(stream or {})))
     pipeline = EmbeddedPipeline(demo_config(n_events, seed, teacher_epochs, teacher_dim))
     pipeline.produce(cols.to_events())
     start = time.perf_counter()
@@ -62,6 +67,7 @@ def run_demo(
         "scored": report.scored,
         "dead_lettered": stats.dead_lettered,
         "seconds": round(wall, 1),
+        **({"stream": stream} if stream else {}),
     }
 
 

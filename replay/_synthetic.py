@@ -202,7 +202,7 @@ def parse_settings(pairs: list[str]) -> dict[str, float | int | bool]:
     >>> parse_settings(["series_open=yes"])
     Traceback (most recent call last):
     ...
-    kdstream.errors.ConfigError: series_open: expected a bool, got 'yes'
+    kdstream.errors.ConfigError: series_open: expected 0 or 1, got 'yes'
     """
     kinds = {f.name: f.type for f in fields(SyntheticConfig)}
     out: dict[str, float | int | bool] = {}
@@ -219,7 +219,8 @@ def parse_settings(pairs: list[str]) -> dict[str, float | int | bool]:
             else:
                 out[key] = int(value) if kinds[key] in ("int", int) else float(value)
         except ValueError:
-            raise ConfigError(f"{key}: expected a {kinds[key]}, got {value!r}") from None
+            expected = {"int": "an int", "bool": "0 or 1"}.get(str(kinds[key]), "a number")
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}") from None
     return out
 
 

@@ -99,6 +99,43 @@ def test_cli_demo_teacher_flags_reach_the_pipeline(monkeypatch, capsys):
     capsys.readouterr()
 
 
+def test_cli_demo_stream_settings_reach_the_generator(monkeypatch, capsys):
+    from kdstream import demo
+    from kdstream.cli import main
+
+    configs = []
+    real = demo.generate
+
+    def spy(cfg):
+        configs.append(cfg)
+        return real(cfg)
+
+    monkeypatch.setattr(demo, "generate", spy)
+    argv = ["demo", "--events", "2500", "--json", "--no-progress", "--set", "n_items=300",
+            "--set", "series_len_mean=3", "--set", "series_weight=2", "--set", "series_open=1"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    cfg = configs[0]
+    assert (cfg.n_items, cfg.series_len_mean, cfg.series_weight, cfg.series_open) == (
+        300, 3.0, 2.0, True)
+    assert out["stream"] == {"n_items": 300, "series_len_mean": 3.0, "series_weight": 2.0,
+                             "series_open": True}
+    assert out["events"] == 2500
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("colour=red", "got 'colour=red'"), ("n_items=many", "n_items: expected an int, got 'many'"),
+     ("p_negative=2", "SyntheticConfig.p_negative must be in")],
+)
+def test_cli_demo_bad_stream_setting_is_one_clear_error(capsys, setting, message):
+    from kdstream.cli import main
+
+    assert main(["demo", "--events", "2000", "--no-progress", "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kdstream: error:") and message in err
+
+
 def test_dead_letters_kept_in_memory_are_capped_all_are_on_the_dlq() -> None:
     from kdstream.stream._runtime import RECENT_DEAD_LETTERS
 
