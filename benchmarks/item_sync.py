@@ -11,8 +11,8 @@ syncs), with its hub push + pull part, and the rows pushed and pulled.
 
 ``sync_items`` returns the served item table for the store: whole in the full mode, the rows
 pulled since the processor's last served write in the incremental one (both with the whole
-popularity). The cost of a whole-table copy, timed on its own, is printed as the served-table
-copy (in the full mode part of the sync's time). Then the batch is written to the processor's
+popularity). A whole-table copy, timed on its own, is printed beside it (part of the sync's
+time in the full mode only). Then the batch is written to the processor's
 store (``write``) and a separate reader of that store brings its cached table up to date
 (``read``: ``item_table()``; a RedisStore reader re-reads the whole table after a whole write,
 pulls the rows changed since its version after a partial one).
@@ -186,7 +186,7 @@ def main() -> None:
             assert isinstance(m, dict)
             print(f"  {mode:>5}: sync {m['sync_ms']:8.1f} ms (hub {m['hub_ms']:7.1f} ms), "
                   f"pushed {m['pushed']:8.0f} rows, pulled {m['pulled']:8.0f} rows; "
-                  f"of which served-table copy {m['batch_ms']:6.1f} ms")
+                  f"a whole-table copy alone {m['batch_ms']:6.1f} ms")
             print(f"         store write {m['write_ms']:8.1f} ms ({m['rows_written']:8.0f} rows), "
                   f"reader refresh {m['read_ms']:8.1f} ms")
 
