@@ -276,6 +276,16 @@ class MemoryStore:
             assert self._item_bias is not None
             return list(self._item_ids), self._item_vectors, self._item_bias
 
+    def item_table_shared(self) -> tuple[list[str], FloatArray, FloatArray]:
+        """:meth:`item_table` without the copy of the id list: the stored list itself, which
+        only ever grows in place (a whole write replaces it), so its first ``len(vectors)``
+        ids are this snapshot's. For readers that do not change it (``top_k_from_store``)."""
+        with self._lock:
+            if self._item_vectors is None:
+                return [], np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.float32)
+            assert self._item_bias is not None
+            return self._item_ids, self._item_vectors, self._item_bias
+
     def item_indices(self, items: Sequence[str]) -> np.ndarray:
         """Index of each item id, ``-1`` for unknown ones (lets top-k skip an O(n) scan)."""
         with self._lock:

@@ -1094,6 +1094,12 @@ class RedisStore:
         cached = self._table()
         return list(cached[1]), cached[2], cached[3]
 
+    def item_table_shared(self) -> tuple[list[str], FloatArray, FloatArray]:
+        """:meth:`item_table` without the copy of the id list: the cached list itself, never
+        changed (a refresh builds a new one). For readers that do not change it."""
+        cached = self._table()
+        return cached[1], cached[2], cached[3]
+
     def item_indices(self, items: Sequence[str]) -> np.ndarray:
         """Index of each item id in the cached table, ``-1`` for unknown ones."""
         cached = self._cache if self._cache is not None else self._table()

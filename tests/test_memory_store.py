@@ -226,15 +226,41 @@ def test_ties_break_by_item_index() -> None:
 
 
 class _PlainStore:
-    """A Store without ``item_indices``: top-k must take the generic path."""
+    """A Store without ``item_indices`` and ``item_table_shared``: top-k must take the generic
+    path (a copied id list, ids checked one by one)."""
 
     def __init__(self, inner: MemoryStore) -> None:
         self._inner = inner
 
     def __getattr__(self, name: str) -> object:
-        if name == "item_indices":
+        if name in ("item_indices", "item_table_shared"):
             raise AttributeError(name)
         return getattr(self._inner, name)
+
+
+def test_the_shared_id_list_is_not_copied_and_top_k_keeps_to_its_snapshot() -> None:
+    store = MemoryStore()
+    batch = _items(n=4, d=2, seed=1)
+    batch.user_vectors = {"u": np.array([1.0, 0.0], np.float32)}
+    store.write_batch(batch)
+    ids, vectors, bias = store.item_table_shared()
+    assert store.item_table_shared()[0] is ids and store.item_table()[0] is not ids
+    assert ids == store.item_table()[0]
+    # ids appended later grow the shared list in place, never the snapshot's arrays
+    store.write_batch(StoreBatch(item_ids=["new"], item_ids_from=4, item_rows=np.array([4]),
+                                 item_row_vectors=np.array([[100.0, 0.0]], np.float32)))
+    assert len(ids) == 5 and len(vectors) == 4
+
+    class Frozen:  # a reader between the two writes: the old snapshot, the grown list
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def item_table_shared(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+            return ids, vectors, bias
+
+    got = top_k_from_store(Frozen(), "u", 10)[0]  # type: ignore[arg-type]
+    assert sorted(got) == sorted(ids[:4])  # "new" (the best now) is not in the snapshot
+    assert top_k_from_store(store, "u", 1)[0] == ["new"]
 
 
 @settings(max_examples=100, deadline=None)

@@ -361,10 +361,14 @@ def test_readers_cache_the_table_until_it_changes(redis_url: str, store: RedisSt
     reader = _other(redis_url, store)
     first = reader.item_table()
     assert reader.item_table()[1] is first[1]  # cached: the same array object
+    shared = reader.item_table_shared()
+    assert shared[0] == first[0] and reader.item_table_shared()[0] is shared[0]  # no copy
+    assert first[0] is not reader.item_table()[0]  # item_table copies the list it hands out
     store.push_item_deltas(np.array([0]), np.ones((1, 4)))
     second = reader.item_table()
     assert second[1] is not first[1]
     np.testing.assert_array_equal(second[1][0], first[1][0] + 1)
+    assert reader.item_table_shared()[1] is reader.item_table()[1]
     reader.close()
 
 
