@@ -14,11 +14,13 @@ from kdstream.types import FloatArray
 from ._store import (
     StaleItemBase,
     StoreBatch,
+    appended_ids,
     check_item_update,
     offset_key,
     parse_offset_key,
     partial_rows,
     top_k_from_store,
+    with_rows,
 )
 
 
@@ -44,26 +46,6 @@ def _changes_items(batch: StoreBatch) -> bool:
         or batch.item_bias is not None
         or batch.item_rows is not None
     )
-
-
-def _appended(
-    stored: list[str], index: dict[str, int], given: list[str], start: int
-) -> list[str]:
-    """The ids of ``given`` (from index ``start`` on) past the stored list; ConfigError
-    when they would leave a gap, or overlap the stored ids with other ids."""
-    n_cur = len(stored)
-    if start > n_cur:
-        raise ConfigError(f"item_ids_from: {start} is past the {n_cur} stored ids (a gap)")
-    overlap = min(len(given), n_cur - start)
-    if given[:overlap] != stored[start : start + overlap]:
-        raise ConfigError(
-            f"item_ids: the ids from index {start} on differ from the stored ones "
-            "(the id list is append-only)"
-        )
-    new = given[overlap:]
-    if len(set(new)) != len(new) or any(i in index for i in new):
-        raise ConfigError("item_ids: expected unique ids")
-    return new
 
 
 class MemoryStore:
@@ -194,7 +176,11 @@ class MemoryStore:
                 if len(set(whole)) != len(whole):
                     raise ConfigError("item_ids: expected unique ids")
             else:
-                appended = _appended(self._item_ids, self._item_index, given, int(start))
+                index = self._item_index
+                appended = appended_ids(
+                    given, int(start), n_cur, lambda i, j: self._item_ids[i:j],
+                    lambda new: any(i in index for i in new),
+                )
         n = len(self._item_ids if whole is None else whole) + len(appended)
         if batch.item_rows is not None:
             vectors, bias = self._rows_written(batch, n_cur, n)
@@ -240,21 +226,7 @@ class MemoryStore:
             return old, self._item_bias
         if k == 0 and n == n_cur and old is not None:
             return old, self._item_bias
-        vectors = np.empty((n, d), np.float32)  # one pass over the old rows, not two
-        bias = np.zeros(n, np.float32)
-        if old is not None:
-            vectors[:n_cur] = old
-            vectors[n_cur:] = 0
-        else:
-            vectors[:] = 0
-        if self._item_bias is not None:
-            bias[: min(n_cur, len(self._item_bias))] = self._item_bias[:n_cur]
-        vectors[rows] = vecs
-        if row_bias is not None:
-            bias[rows] = row_bias
-        vectors.setflags(write=False)
-        bias.setflags(write=False)
-        return vectors, bias
+        return with_rows(old, self._item_bias, n, d, rows, vecs, row_bias)
 
     def ledger(self) -> list[str]:
         """Debug ledger: event keys learned, in write order (see ``StoreBatch.ledger``)."""
@@ -270,11 +242,8 @@ class MemoryStore:
 
     def item_table(self) -> tuple[list[str], FloatArray, FloatArray]:
         """``(ids, vectors, bias)``; the arrays are read-only snapshots."""
-        with self._lock:
-            if self._item_vectors is None:
-                return [], np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.float32)
-            assert self._item_bias is not None
-            return list(self._item_ids), self._item_vectors, self._item_bias
+        ids, vectors, bias = self.item_table_shared()
+        return list(ids), vectors, bias
 
     def item_table_shared(self) -> tuple[list[str], FloatArray, FloatArray]:
         """:meth:`item_table` without the copy of the id list: the stored list itself, which

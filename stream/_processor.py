@@ -1164,24 +1164,23 @@ class StoreItemHub:
 
     def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:
         ids, vectors, bias, _version = self.store.pull_items()  # type: ignore[attr-defined]
-        n = len(ids)
-        out = np.zeros((n, 2 * self.dim + 1), np.float32)
-        if vectors.size:
-            out[: vectors.shape[0], : vectors.shape[1]] = vectors
-        if bias.size:
-            out[: len(bias), 2 * self.dim] = bias
-        return ids, out
+        return ids, self._rows(len(ids), vectors, bias)
 
     def pull_item_offsets_since(self, version: int, n_ids: int, epoch: str = "") -> ItemChanges:
         start, ids, rows, vectors, bias, now, now_epoch = self.store.pull_items_since(  # type: ignore[attr-defined]
             version, n_ids, epoch
         )
-        out = np.zeros((len(rows), 2 * self.dim + 1), np.float32)
+        return ItemChanges(start, ids, rows, self._rows(len(rows), vectors, bias), now, now_epoch)
+
+    def _rows(self, n: int, vectors: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """``n`` hub rows ``[offsets | bias]`` from the store's vectors and biases (a missing
+        tail reads as zero)."""
+        out = np.zeros((n, 2 * self.dim + 1), np.float32)
         if vectors.size:
-            out[:, : vectors.shape[1]] = vectors
+            out[: vectors.shape[0], : vectors.shape[1]] = vectors
         if bias.size:
-            out[:, 2 * self.dim] = bias
-        return ItemChanges(start, ids, rows, out, now, now_epoch)
+            out[: len(bias), 2 * self.dim] = bias
+        return out
 
 
 class KafkaProcessorLoop:

@@ -83,11 +83,13 @@ from kdstream.types import FloatArray
 from ._store import (
     StaleItemBase,
     StoreBatch,
+    appended_ids,
     check_item_update,
     offset_key,
     parse_offset_key,
     partial_rows,
     top_k_from_store,
+    with_rows,
 )
 
 IdKind = Literal["user", "item"]
@@ -698,22 +700,16 @@ class RedisStore:
                 )
 
     def _appended_ids(self, pipe: Any, given: list[str], start: int, n_cur: int) -> list[str]:
-        """The ids of ``given`` (from index ``start`` on) past the stored list; ConfigError
-        when they would leave a gap or overlap the stored ids with others (as MemoryStore)."""
-        if start > n_cur:
-            raise ConfigError(f"item_ids_from: {start} is past the {n_cur} stored ids (a gap)")
-        overlap = min(len(given), n_cur - start)
-        if overlap:
-            stored = pipe.lrange(self._k("item", "ids"), start, start + overlap - 1)
-            if [i.decode() for i in stored] != given[:overlap]:
-                raise ConfigError(
-                    f"item_ids: the ids from index {start} on differ from the stored ones "
-                    "(the id list is append-only)"
-                )
-        new = given[overlap:]
-        if new and any(f is not None for f in pipe.hmget(self._k("item", "index"), new)):
-            raise ConfigError("item_ids: expected unique ids")
-        return new
+        """:func:`~kdstream.stream._store.appended_ids` against the stored list (under WATCH)."""
+        k = self._k
+
+        def stored(i: int, j: int) -> list[str]:
+            return [x.decode() for x in pipe.lrange(k("item", "ids"), i, j - 1)]
+
+        def known(new: list[str]) -> bool:
+            return any(f is not None for f in pipe.hmget(k("item", "index"), new))
+
+        return appended_ids(given, start, n_cur, stored, known)
 
     def _shape(self, pipe: Any) -> tuple[bytes | None, int]:
         """``(d, number of item ids)``, read in immediate mode (under WATCH when watching)."""
@@ -971,22 +967,29 @@ class RedisStore:
             raise ConfigError(f"n_ids: expected an integer >= 0, got {n_ids!r}")
         if not isinstance(epoch, str):
             raise ConfigError(f"epoch: expected a string, got {epoch!r}")
-        with self._errors("pull_items_since"):
-            reply = self._pull_since(
-                keys=self._since_keys(), args=[int(version), int(n_ids), epoch]
-            )
-        if int(reply[1]):
+        changes = self._changes_since(int(version), int(n_ids), epoch, "pull_items_since")
+        if changes is None:
             table = self._table()
             ids = list(table[1])
             return 0, ids, np.arange(len(ids)), table[2], table[3], table[0], table[5]
-        now = int(reply[0])
+        now, rows, vectors, bias, ids = changes
+        order = np.argsort(rows, kind="stable")
+        return int(n_ids), ids, rows[order], vectors[order], bias[order], now, epoch
+
+    def _changes_since(
+        self, version: int, n_ids: int, epoch: str, what: str
+    ) -> tuple[int, np.ndarray, FloatArray, FloatArray, list[str]] | None:
+        """The pull-since script's answer, decoded: ``(version now, rows, their vectors,
+        their biases, the ids from n_ids on)``; None when only the whole table can tell."""
+        with self._errors(what):
+            reply = self._pull_since(keys=self._since_keys(), args=[version, n_ids, epoch])
+        if int(reply[1]):
+            return None
         d = int(reply[2]) if reply[2] else 0
         rows = np.frombuffer(reply[3], dtype="<i4").astype(np.int64)
-        order = np.argsort(rows, kind="stable")
-        vectors = np.frombuffer(reply[4], dtype=_F32).reshape(len(rows), d)[order]
-        bias = np.frombuffer(reply[5], dtype=_F32)[order]
-        ids = [i.decode() for i in reply[6]]
-        return int(n_ids), ids, rows[order], vectors, bias, now, epoch
+        vectors = np.frombuffer(reply[4], dtype=_F32).reshape(len(rows), d)
+        bias = np.frombuffer(reply[5], dtype=_F32)
+        return int(reply[0]), rows, vectors, bias, [i.decode() for i in reply[6]]
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -1053,33 +1056,20 @@ class RedisStore:
         The cached arrays are copied, not written in place: a reader may still hold them.
         """
         old_version, old_ids, old_vec, old_bias, index, epoch = cached
-        with self._errors("item_table"):
-            reply = self._pull_since(
-                keys=self._since_keys(), args=[old_version, len(old_ids), epoch]
-            )
-        if int(reply[1]):
+        changes = self._changes_since(old_version, len(old_ids), epoch, "item_table")
+        if changes is None:
             return None
-        now = int(reply[0])
-        d = int(reply[2]) if reply[2] else 0
+        now, rows, row_vecs, row_bias, new_ids = changes
+        d = row_vecs.shape[1]
         if d != old_vec.shape[1]:
             return None
-        rows = np.frombuffer(reply[3], dtype="<i4").astype(np.int64)
-        new_ids = [i.decode() for i in reply[6]]
         n_old = len(old_ids)
         n = n_old + len(new_ids)
         if len(rows) and int(rows.max()) >= n:
             return None
         if now == old_version:
             return cached
-        vectors = np.empty((n, d), dtype=_F32)  # one pass over the old rows, not two
-        vectors[:n_old] = old_vec
-        vectors[n_old:] = 0
-        vectors[rows] = np.frombuffer(reply[4], dtype=_F32).reshape(len(rows), d)
-        bias = np.zeros(n, dtype=_F32)
-        bias[:n_old] = old_bias
-        bias[rows] = np.frombuffer(reply[5], dtype=_F32)
-        vectors.setflags(write=False)
-        bias.setflags(write=False)
+        vectors, bias = with_rows(old_vec, old_bias, n, d, rows, row_vecs, row_bias)
         # the id map only grows: older snapshots ignore indices past their own n
         index.update((item, n_old + j) for j, item in enumerate(new_ids))
         table = (now, old_ids + new_ids if new_ids else old_ids, vectors, bias, index, epoch)
@@ -1091,8 +1081,8 @@ class RedisStore:
     def item_table(self) -> tuple[list[str], FloatArray, FloatArray]:
         """``(ids, vectors, bias)``; read-only arrays, cached until the table changes (then
         refreshed by the rows changed since the cached version)."""
-        cached = self._table()
-        return list(cached[1]), cached[2], cached[3]
+        ids, vectors, bias = self.item_table_shared()
+        return list(ids), vectors, bias
 
     def item_table_shared(self) -> tuple[list[str], FloatArray, FloatArray]:
         """:meth:`item_table` without the copy of the id list: the cached list itself, never

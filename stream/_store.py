@@ -88,11 +88,6 @@ class StoreBatch:
     source_since: int | None = None
     source_version: int | None = None
 
-    @property
-    def item_partial(self) -> bool:
-        """Whether the item part is a partial update (``item_rows`` set)."""
-        return self.item_rows is not None
-
 
 class StaleItemBase(StateError):
     """A partial item update's ``source_since`` is newer than the stored table's source
@@ -150,6 +145,58 @@ def partial_rows(
         if len(bias) != k:
             raise ConfigError(f"item_row_bias: expected {k} values, got {len(bias)}")
     return rows, vecs, bias
+
+
+def appended_ids(
+    given: list[str],
+    start: int,
+    n_cur: int,
+    stored: Callable[[int, int], list[str]],
+    known: Callable[[list[str]], bool],
+) -> list[str]:
+    """The ids of ``given`` (from index ``start`` on) past the ``n_cur`` stored ones;
+    ConfigError when they would leave a gap, or overlap the stored ids with other ids.
+    ``stored(start, stop)`` reads stored ids, ``known(ids)`` tells whether any is stored."""
+    if start > n_cur:
+        raise ConfigError(f"item_ids_from: {start} is past the {n_cur} stored ids (a gap)")
+    overlap = min(len(given), n_cur - start)
+    if overlap and stored(start, start + overlap) != given[:overlap]:
+        raise ConfigError(
+            f"item_ids: the ids from index {start} on differ from the stored ones "
+            "(the id list is append-only)"
+        )
+    new = given[overlap:]
+    if len(set(new)) != len(new) or (new and known(new)):
+        raise ConfigError("item_ids: expected unique ids")
+    return new
+
+
+def with_rows(
+    old_vectors: np.ndarray | None,
+    old_bias: np.ndarray | None,
+    n: int,
+    d: int,
+    rows: np.ndarray,
+    vectors: np.ndarray,
+    bias: np.ndarray | None,
+) -> tuple[FloatArray, FloatArray]:
+    """A read-only copy of a table grown to ``n`` rows (new rows zero) with ``rows`` written:
+    a store's stored arrays stay immutable, so snapshots readers hold never change."""
+    out = np.empty((n, d), np.float32)  # one pass over the old rows, not two
+    n_old = 0 if old_vectors is None else min(len(old_vectors), n)
+    if n_old:
+        out[:n_old] = old_vectors[:n_old]  # type: ignore[index]
+    out[n_old:] = 0
+    out_bias = np.zeros(n, np.float32)
+    if old_bias is not None:
+        m = min(len(old_bias), n_old)
+        out_bias[:m] = old_bias[:m]
+    out[rows] = vectors
+    if bias is not None:
+        out_bias[rows] = bias
+    out.setflags(write=False)
+    out_bias.setflags(write=False)
+    return out, out_bias
 
 
 def item_rows(rows: object) -> np.ndarray:
