@@ -14,6 +14,7 @@ setup(
                 "student/_kernel.c",
                 "student/_kernel_base.c",
                 "student/_kernel_avx2.c",
+                "student/_kernel_avx512.c",
                 "student/_kernel_seen.c",
             ],
             depends=["student/_kernel.h", "student/_kernel_body.h"],

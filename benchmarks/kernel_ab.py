@@ -8,6 +8,9 @@ Run::
     .venv/bin/python setup.py -q build_ext --inplace --force
     .venv/bin/python benchmarks/kernel_ab.py /tmp/old.so \
         student/_kernel.cpython-311-x86_64-linux-gnu.so [--kd 50] [--blocks 60] [--json]
+    # one extension's step builds against each other (AVX-512 against AVX2 on a CPU with both)
+    so=student/_kernel.cpython-311-x86_64-linux-gnu.so
+    .venv/bin/python benchmarks/kernel_ab.py $so $so --old-isa avx2 --new-isa avx512 [--kd 0]
 
 Whole-process runs of ``student_step.py`` move by 10% from one to the next on a shared machine,
 which hides a change of a few percent. Here twin students (same config, same batches as
@@ -24,7 +27,9 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -40,8 +45,12 @@ from kdstream.student import StudentConfig, _fused
 
 
 def load_build(path: Path, tag: str) -> ModuleType:
-    """Import one built ``_kernel`` extension file under a package name of its own."""
-    spec = importlib.util.spec_from_file_location(f"{tag}._kernel", path)
+    """Import one built ``_kernel`` extension file under a package name of its own, from a copy
+    of its own: the loader maps one file once, so the same file twice would share its state
+    (the chosen step build among it)."""
+    copy = Path(tempfile.mkdtemp(prefix=f"{tag}-")) / path.name
+    shutil.copyfile(path, copy)
+    spec = importlib.util.spec_from_file_location(f"{tag}._kernel", copy)
     if spec is None or spec.loader is None:
         raise SystemExit(f"not an extension module: {path}")
     module = importlib.util.module_from_spec(spec)
@@ -56,11 +65,16 @@ def main() -> None:
     ap.add_argument("--kd", type=int, default=50, help="soft labels per event (0: plain step)")
     ap.add_argument("--blocks", type=int, default=60, help="timed blocks per build")
     ap.add_argument("--events", type=int, default=500_000)
+    ap.add_argument("--old-isa", help="the step build the old extension runs (base, avx2, avx512)")
+    ap.add_argument("--new-isa", help="the same for the new one (default: the CPU's best)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if not _fused.kernel_available():
         raise SystemExit("the C step is not built or KDSTREAM_STUDENT_KERNEL=0")
     builds = {"old": load_build(args.old, "kd_ab_old"), "new": load_build(args.new, "kd_ab_new")}
+    for name, isa in (("old", args.old_isa), ("new", args.new_isa)):
+        if isa is not None:
+            builds[name].isa(isa)  # ValueError where the CPU cannot run it
     users, items = make_stream(args.events, USERS, ITEMS, 0)
     batches = make_batches(users, items, ITEMS, 1024, args.kd, 0)
     n_neg = StudentConfig().n_negatives

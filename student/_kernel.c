@@ -18,17 +18,53 @@
 
 #include "_kernel.h"
 
-static int use_avx2(void) {
+/* The builds of the step, best last; each CPU runs the best one it has, unless isa() chose. */
+enum { ISA_BASE, ISA_AVX2, ISA_AVX512, N_ISA };
+static const char *const isa_names[N_ISA] = {"base", "avx2", "avx512"};
+static int (*const isa_runs[N_ISA])(const Step *) = {kd_run_base, kd_run_avx2, kd_run_avx512};
+
+static int cpu_has(int isa) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-#else
-    return 0;
+    __builtin_cpu_init();
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX2) return avx2;
+    if (isa == ISA_AVX512)
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 #endif
+    return isa == ISA_BASE;
+}
+
+static int chosen_isa = -1;
+
+static int current_isa(void) {
+    if (chosen_isa < 0) {
+        chosen_isa = N_ISA - 1;
+        while (!cpu_has(chosen_isa)) chosen_isa--;
+    }
+    return chosen_isa;
+}
+
+/* isa([name]): the build the step runs ("base", "avx2" or "avx512"); with a name, switch to
+ * it (tests and A/B runs hold the builds against each other). ValueError where the CPU lacks it. */
+static PyObject *kd_isa(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *name = NULL;
+    if (!PyArg_ParseTuple(args, "|s", &name)) return NULL;
+    if (name != NULL) {
+        int k = 0;
+        while (k < N_ISA && strcmp(name, isa_names[k]) != 0) k++;
+        if (k == N_ISA) {
+            PyErr_Format(PyExc_ValueError, "isa must be base, avx2 or avx512, got %s", name);
+            return NULL;
+        }
+        if (!cpu_has(k)) {
+            PyErr_Format(PyExc_ValueError, "this CPU cannot run the %s step", name);
+            return NULL;
+        }
+        chosen_isa = k;
+    }
+    return PyUnicode_FromString(isa_names[current_isa()]);
 }
 
 /* step(tables, maps, batch, soft, trans, scalars): every array a C-contiguous buffer of the
@@ -84,7 +120,7 @@ static PyObject *kd_step(PyObject *self, PyObject *args) {
     }
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = use_avx2() ? kd_run_avx2(&st) : kd_run_base(&st);
+    rc = isa_runs[current_isa()](&st);
     Py_END_ALLOW_THREADS
     for (int i = 0; i < NBUF; i++) PyBuffer_Release(&v[i]);
     if (rc != 0) return PyErr_NoMemory();
@@ -316,6 +352,7 @@ static PyObject *kd_bounds(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"bounds", kd_bounds, METH_VARARGS, "(min, max) of the ints of a buffer; (0, -1) for none."},
+    {"isa", kd_isa, METH_VARARGS, "The step's build (base, avx2, avx512); with a name, switch."},
     {"profile", kd_profile, METH_NOARGS, "Cycles per section of the step (profile builds), cleared."},
     {"step", kd_step, METH_VARARGS, "One fused micro-batch step of the student (see _fused.py)."},
     {"contexts", kd_contexts, METH_VARARGS, "Events' contexts; optionally move the histories on."},

@@ -1,5 +1,6 @@
-/* Shared declarations of the student's C step: the batch description and the two builds of
- * the step (AVX2/FMA and baseline x86-64 or other targets), chosen at run time by _kernel.c. */
+/* Shared declarations of the student's C step: the batch description and the three builds of
+ * the step (AVX-512, AVX2/FMA, and baseline x86-64 or other targets), chosen at run time by
+ * _kernel.c. */
 #ifndef KDSTREAM_KERNEL_H
 #define KDSTREAM_KERNEL_H
 #include <stdint.h>
@@ -77,4 +78,5 @@ extern double kd_profile_cycles[KD_SECTIONS];
 
 int kd_run_base(const Step *st);
 int kd_run_avx2(const Step *st); /* only called where the CPU has AVX2 and FMA */
+int kd_run_avx512(const Step *st); /* ... and AVX-512 F, VL, BW and DQ */
 #endif

@@ -1,4 +1,4 @@
-/* The student's C step, compiled twice (see _kernel_avx2.c and _kernel_base.c): included by a
+/* The student's C step, compiled three times (_kernel_avx512.c, _kernel_avx2.c, _kernel_base.c): included by a
  * file that defines KD_ENTRY, the name of its entry point. Pure C, no Python API. */
 #include <math.h>
 #include <stdint.h>
@@ -174,6 +174,28 @@ KD_INLINE void fetch_row32(const float *row) {
     __builtin_prefetch(row + 16);
 }
 
+#if defined(__AVX512F__)
+/* The AVX-512 build (_kernel_avx512.c): the sampled softmax's three products, most of the plain
+ * step and bound by multiply-adds, take 16-float vectors, a d = 32 row in two. Each lane sums
+ * its terms in the same order as the 8-float code, so this build's tables equal the AVX2
+ * build's bit for bit (tests/test_student_kernel.py). */
+#define KD_WIDE 1
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef int32_t v16iu __attribute__((vector_size(64), aligned(4)));
+KD_INLINE v16f ld16(const float *p) { return *(const v16f *)p; }
+KD_INLINE void st16(float *p, v16f x) { *(v16f *)p = x; }
+KD_INLINE v16iu ldi16(const int32_t *p) { return *(const v16iu *)p; }
+KD_INLINE v16f sel16(v16i mask, v16f a, v16f b) {
+    return (v16f)((mask & (v16i)a) | (~mask & (v16i)b));
+}
+KD_INLINE float hmax16(v16f x) {
+    float m = x[0];
+    for (int k = 1; k < 16; k++) m = x[k] > m ? x[k] : m;
+    return m;
+}
+#endif
+
 /* out[j] = rows[j] . q for n rows. With ``fetch`` (d = 32), row fetch[j] of ``table`` is fetched
  * while row j is multiplied: rows wanted next, at random places, paced by the dot products. */
 KD_INLINE void dots(float *restrict out, const float *const *rows, int64_t n, const float *q,
@@ -233,6 +255,27 @@ KD_INLINE void add_rows2(float *restrict acc_a, float *restrict acc_b, const flo
     st8(acc_b, ld(acc_b) + sb * b0); st8(acc_b + 8, ld(acc_b + 8) + sb * b1);
     st8(acc_b + 16, ld(acc_b + 16) + sb * b2); st8(acc_b + 24, ld(acc_b + 24) + sb * b3);
 }
+
+#if defined(__AVX512F__)
+/* add_rows2 for four events (d = 32): acc_i += s_i * sum_j g_i[j] rows[j], each row loaded
+ * once for all four; each lane's sum is add_rows2's. */
+KD_INLINE void add_rows4(float *const acc[4], const float *const g[4], const float s[4],
+                         const float *const *rows, int64_t n) {
+    v16f a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, e0 = {0}, e1 = {0};
+    for (int64_t j = 0; j < n; j++) {
+        const float *r = rows[j];
+        const v16f r0 = ld16(r), r1 = ld16(r + 16);
+        a0 += g[0][j] * r0; a1 += g[0][j] * r1;
+        b0 += g[1][j] * r0; b1 += g[1][j] * r1;
+        c0 += g[2][j] * r0; c1 += g[2][j] * r1;
+        e0 += g[3][j] * r0; e1 += g[3][j] * r1;
+    }
+    st16(acc[0], ld16(acc[0]) + s[0] * a0); st16(acc[0] + 16, ld16(acc[0] + 16) + s[0] * a1);
+    st16(acc[1], ld16(acc[1]) + s[1] * b0); st16(acc[1] + 16, ld16(acc[1] + 16) + s[1] * b1);
+    st16(acc[2], ld16(acc[2]) + s[2] * c0); st16(acc[2] + 16, ld16(acc[2] + 16) + s[2] * c1);
+    st16(acc[3], ld16(acc[3]) + s[3] * e0); st16(acc[3] + 16, ld16(acc[3] + 16) + s[3] * e1);
+}
+#endif
 
 /* s->g[slot of row] += a * x, with no branch on whether the row has a slot yet. A new
  * slot's gradient row is not zeroed first but masked out bit by bit (the arena's memory may
@@ -455,6 +498,51 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         const int64_t te = n_pos - t0 < TILE ? n_pos - t0 : TILE;
         const int64_t *ev = pos_ev + t0;
         float tile_max[TILE]; /* fast path: each row's largest negative logit */
+#if defined(KD_WIDE)
+        if (fast && S % 32 == 0) {
+            /* the fast path below with four events x 32 negatives in eight 16-float registers */
+            const v16f ninf = (v16f){0} - INFINITY;
+            for (int64_t i0 = 0; i0 < te; i0 += 4) {
+                const int64_t ni = te - i0 < 4 ? te - i0 : 4;
+                const float *hr[4];
+                v16i it[4];
+                v16f mx[4] = {ninf, ninf, ninf, ninf};
+                for (int64_t i = 0; i < 4; i++) {
+                    const int64_t e = ev[i0 + (i < ni ? i : 0)];
+                    hr[i] = h + e * 32;
+                    it[i] = (v16i){0} + (int32_t)st->items[e];
+                }
+                for (int64_t j0 = 0; j0 < S; j0 += 32) {
+                    const v16f base0 = ld16(zbase + j0), base1 = ld16(zbase + j0 + 16);
+                    v16f a00 = base0, a01 = base1, a10 = base0, a11 = base1;
+                    v16f a20 = base0, a21 = base1, a30 = base0, a31 = base1;
+                    for (int k = 0; k < 32; k++) {
+                        const v16f r0 = ld16(qnegT + k * S + j0);
+                        const v16f r1 = ld16(qnegT + k * S + j0 + 16);
+                        a00 += hr[0][k] * r0; a01 += hr[0][k] * r1;
+                        a10 += hr[1][k] * r0; a11 += hr[1][k] * r1;
+                        a20 += hr[2][k] * r0; a21 += hr[2][k] * r1;
+                        a30 += hr[3][k] * r0; a31 += hr[3][k] * r1;
+                    }
+                    const v16i n0 = ldi16(neg32 + j0), n1 = ldi16(neg32 + j0 + 16);
+                    a00 = sel16(n0 == it[0], ninf, a00); a01 = sel16(n1 == it[0], ninf, a01);
+                    a10 = sel16(n0 == it[1], ninf, a10); a11 = sel16(n1 == it[1], ninf, a11);
+                    a20 = sel16(n0 == it[2], ninf, a20); a21 = sel16(n1 == it[2], ninf, a21);
+                    a30 = sel16(n0 == it[3], ninf, a30); a31 = sel16(n1 == it[3], ninf, a31);
+                    mx[0] = sel16(a00 > mx[0], a00, mx[0]); mx[0] = sel16(a01 > mx[0], a01, mx[0]);
+                    mx[1] = sel16(a10 > mx[1], a10, mx[1]); mx[1] = sel16(a11 > mx[1], a11, mx[1]);
+                    mx[2] = sel16(a20 > mx[2], a20, mx[2]); mx[2] = sel16(a21 > mx[2], a21, mx[2]);
+                    mx[3] = sel16(a30 > mx[3], a30, mx[3]); mx[3] = sel16(a31 > mx[3], a31, mx[3]);
+                    float *z0 = zt + (i0)*S + j0;
+                    st16(z0, a00); st16(z0 + 16, a01);
+                    if (ni > 1) { st16(z0 + S, a10); st16(z0 + S + 16, a11); }
+                    if (ni > 2) { st16(z0 + 2 * S, a20); st16(z0 + 2 * S + 16, a21); }
+                    if (ni > 3) { st16(z0 + 3 * S, a30); st16(z0 + 3 * S + 16, a31); }
+                }
+                for (int64_t i = 0; i < ni; i++) tile_max[i0 + i] = hmax16(mx[i]);
+            }
+        } else
+#endif
         if (fast) {
             /* zt[i] = zbase + h_i . Q_neg^T: four events x 16 negatives in eight registers; the
              * event's own item masked out and the row's maximum taken while they are there */
@@ -573,6 +661,15 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         KD_TIC(3);
         /* dh of each event: Q_neg^T times its row, two events per pass over the rows */
         int64_t i = 0;
+#if defined(KD_WIDE)
+        for (; d == 32 && i + 4 <= te; i += 4) {
+            float *const acc[4] = {dh + ev[i] * 32, dh + ev[i + 1] * 32, dh + ev[i + 2] * 32,
+                                   dh + ev[i + 3] * 32};
+            const float *const g[4] = {zt + i * S, zt + (i + 1) * S, zt + (i + 2) * S,
+                                       zt + (i + 3) * S};
+            add_rows4(acc, g, sc + i, qneg, S);
+        }
+#endif
         for (; d == 32 && i + 2 <= te; i += 2)
             add_rows2(dh + ev[i] * 32, dh + ev[i + 1] * 32, zt + i * S, zt + (i + 1) * S, qneg, S,
                       sc[i], sc[i + 1]);
@@ -580,6 +677,29 @@ KD_INLINE int step_body(const Step *st, const int64_t d) {
         KD_TIC(4);
         /* each negative's row gradient: sum over the tile's events, one read-modify-write */
         int64_t j0 = 0;
+#if defined(KD_WIDE)
+        for (; d == 32 && j0 + 4 <= S; j0 += 4) {
+            v16f a[4][2] = {{{0}}};
+            for (int64_t i = 0; i < te; i++) {
+                const float *he = hs + i * 32;
+                const float *gi = zt + i * S + j0;
+                const v16f h0 = ld16(he), h1 = ld16(he + 16);
+                for (int n = 0; n < 4; n++) {
+                    a[n][0] += gi[n] * h0;
+                    a[n][1] += gi[n] * h1;
+                }
+            }
+            for (int n = 0; n < 4; n += 2) { /* a pair at a time, as the loop below sums them */
+                float *ra = gq_neg + neg_slot[j0 + n] * 32, *rb = gq_neg + neg_slot[j0 + n + 1] * 32;
+                if (ra == rb) {
+                    a[n][0] += a[n + 1][0]; a[n][1] += a[n + 1][1];
+                } else {
+                    st16(rb, ld16(rb) + a[n + 1][0]); st16(rb + 16, ld16(rb + 16) + a[n + 1][1]);
+                }
+                st16(ra, ld16(ra) + a[n][0]); st16(ra + 16, ld16(ra + 16) + a[n][1]);
+            }
+        }
+#endif
         /* d = 32: two negatives per pass, eight independent FMA chains instead of four */
         for (; d == 32 && j0 + 2 <= S; j0 += 2) {
             v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};

@@ -30,6 +30,22 @@ def test_the_kernel_is_built_where_a_compiler_is() -> None:
 needs_kernel = pytest.mark.skipif(not kernel_available(), reason="the C step is not built here")
 
 
+@pytest.fixture(params=["base", "avx2", "avx512"])
+def isa(request):
+    """Each build of the step this CPU can run (student/_kernel.c picks the best by default)."""
+    from kdstream.student import _fused
+
+    if _fused._kernel is None:
+        pytest.skip("the C step is not built here")
+    default = _fused._kernel.isa()
+    try:
+        _fused._kernel.isa(request.param)
+    except ValueError:
+        pytest.skip(f"this CPU cannot run the {request.param} step")
+    yield request.param
+    _fused._kernel.isa(default)
+
+
 def _targets(rng, rows: np.ndarray, m: int, n_items: int, pad: bool) -> SoftTargets:
     logits = rng.standard_normal((len(rows), m)).astype(np.float32)
     if pad:
@@ -70,6 +86,7 @@ def _train(monkeypatch, kernel: bool, cfg: StudentConfig, *, kd: bool, logq: boo
     ("dim", "context_len", "n_neg", "kd", "logq", "learn_pos"),
     [
         (32, 8, 64, True, True, True),  # the default shape: the kernel's fast paths
+        (32, 8, 48, True, True, True),  # 16 negatives a block, not 32: AVX-512's narrower path
         (32, 8, 40, True, False, True),  # negatives not a multiple of 32: the general loops
         (5, 3, 17, True, True, False),  # another width
         (32, 0, 64, False, True, True),  # plain MF (no context)
@@ -77,7 +94,7 @@ def _train(monkeypatch, kernel: bool, cfg: StudentConfig, *, kd: bool, logq: boo
     ],
 )
 def test_kernel_matches_the_numpy_step(
-    monkeypatch, dim, context_len, n_neg, kd, logq, learn_pos
+    monkeypatch, isa, dim, context_len, n_neg, kd, logq, learn_pos
 ) -> None:
     cfg = StudentConfig(
         dim=dim,
@@ -98,6 +115,41 @@ def test_kernel_matches_the_numpy_step(
     maps = fused._fused._maps
     assert all((maps[k] == -1).all() for k in ("P", "Q", "C"))
     assert not maps["mark"].any() and not maps["b"].any()
+
+
+@needs_kernel
+@pytest.mark.parametrize("n_neg", [128, 48, 40])
+def test_avx512_step_equals_the_avx2_step_bit_for_bit(monkeypatch, n_neg: int) -> None:
+    """The AVX-512 build widens the sampled softmax's products but keeps each lane's order of
+    sums: its tables are the AVX2 build's exactly (a reordering would show as last-bit
+    differences; many negatives drawn twice in 90 items exercise the shared-row merge)."""
+    from kdstream.student import _fused
+
+    default = _fused._kernel.isa()
+    cfg = StudentConfig(dim=32, context_len=8, n_negatives=n_neg, l2=1e-4, seed=3)
+    tables = {}
+    try:
+        for name in ("avx2", "avx512"):
+            try:
+                _fused._kernel.isa(name)
+            except ValueError:
+                pytest.skip(f"this CPU cannot run the {name} step")
+            st = _train(monkeypatch, True, cfg, kd=True, logq=True, n_neg=n_neg)
+            tables[name] = {k: getattr(st, k).copy() for k in ("P", "Q", "C", "b", "gQ")}
+    finally:
+        _fused._kernel.isa(default)
+    for k, a in tables["avx2"].items():
+        np.testing.assert_array_equal(a, tables["avx512"][k], err_msg=k)
+    assert tables["avx2"]["gQ"].max() > 0
+
+
+@needs_kernel
+def test_isa_rejects_what_it_does_not_know() -> None:
+    from kdstream.student import _fused
+
+    with pytest.raises(ValueError, match="isa must be base, avx2 or avx512, got sse9"):
+        _fused._kernel.isa("sse9")
+    assert _fused._kernel.isa() in ("base", "avx2", "avx512")
 
 
 @needs_kernel
