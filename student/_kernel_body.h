@@ -1,5 +1,5 @@
-/* The student's C step, compiled three times (_kernel_avx512.c, _kernel_avx2.c, _kernel_base.c): included by a
- * file that defines KD_ENTRY, the name of its entry point. Pure C, no Python API. */
+/* The student's C step, compiled three times (_kernel_avx512.c, _kernel_avx2.c, _kernel_base.c):
+ * included by a file that defines KD_ENTRY, the name of its entry point. Pure C, no Python API. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
