@@ -42,6 +42,24 @@ bit-identical to a full pull's. A row's learned change is measured against the l
 the last pull produced (``init + offset``, rounded), so the float32 round trip of that sum is
 never pushed back as a change.
 
+Hub resets
+----------
+The hub's tables can be wiped under running processors (Redis restarted without persistence,
+its keys deleted): it then allocates indices from 0 again, while each processor still holds
+its rows at the old indices. A processor notices at a sync (the hub's table epoch changed,
+it lists fewer ids than the processor holds, its versions went back, or a whole answer lists
+other ids at the processor's indices; the check before the push is one cheap
+``item_table_state`` call) or when an allocation answers a new id with a row that holds
+another id here; it then logs a warning and (:meth:`ProcessorCore._recover_hub_reset`)
+re-registers every id it knows in its own index order (so a hub rebuilt from empty by one
+processor gets the old order back), moves all its item-indexed state to the hub's indices
+where they differ (tables, optimizer accumulators, pulled base, popularity, histories, seen
+pairs, soft-label tables; learned vectors keep their values), restores its last pulled
+offsets into the hub rows no processor restored yet (atomic on the hub: never doubled), and
+its next sync pushes every row's change, pulls all and writes the served table whole.
+Knowledge no processor held is lost with the wipe (rows changed by others after a
+processor's last pull). Item indices only: user rows are local to each processor.
+
 Staleness bound: an update a processor makes reaches every other processor's model within
 ``2 * T`` of wall time, where ``T = min(sync_every_s, time of sync_every_batches batches)``
 (at most ``T`` until its next push, plus at most ``T`` until each other processor's next pull),
@@ -56,6 +74,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
@@ -149,6 +168,13 @@ class ItemHub(Protocol):
         """
         ...
 
+    # Optional, for hubs whose tables can be wiped under their callers (looked up with
+    # getattr; see ProcessorCore's "hub resets"):
+    #
+    # item_table_state() -> (epoch, number of item ids): a cheap check made before each push.
+    # restore_item_offsets(rows, offsets): write ``offsets`` into the rows no push reached
+    #     since the table was created, atomically; other rows are left as they are.
+
 
 class ItemChanges(NamedTuple):
     """An :meth:`ItemHub.pull_item_offsets_since` answer, all of one table version.
@@ -181,6 +207,9 @@ class ItemChanges(NamedTuple):
 class LocalItemHub:
     """An in-process :class:`ItemHub` (one process, or tests of several cores).
 
+    :meth:`clear` drops its tables as a wiped shared hub would (tests of hub resets); its
+    epoch (:attr:`ItemChanges.epoch`) is a token new at creation and at every clear.
+
     Examples
     --------
     >>> hub = LocalItemHub()
@@ -196,10 +225,24 @@ class LocalItemHub:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
         self._vocab: dict[str, Vocab] = {"item": Vocab(), "user": Vocab()}
         self._table = np.zeros((0, 0), np.float32)
         self._version = 0  # bumped by every item allocation and push
         self._rowver = np.zeros(0, np.int64)  # the version of each row's last push
+        self._epoch = uuid.uuid4().hex
+
+    def clear(self) -> None:
+        """Drop every id and row: versions restart, in a new epoch."""
+        with self._lock:
+            self._reset()
+
+    def item_table_state(self) -> tuple[str, int]:
+        """``(epoch, number of item ids)``."""
+        with self._lock:
+            return self._epoch, len(self._vocab["item"])
 
     def allocate_ids(self, kind: str, ids: Sequence[str]) -> list[int]:
         with self._lock:
@@ -211,39 +254,58 @@ class LocalItemHub:
             return out
 
     def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
-        deltas = np.asarray(deltas, np.float32)
         with self._lock:
-            n = max(len(self._vocab["item"]), int(rows.max()) + 1 if len(rows) else 0)
-            width = deltas.shape[1] if deltas.ndim == 2 else self._table.shape[1]
-            if self._table.shape[0] < n or self._table.shape[1] != width:
-                grown = np.zeros((n, width), np.float32)
-                old = self._table[:, :width]
-                grown[: old.shape[0], : old.shape[1]] = old
-                self._table = grown
-            rows = np.asarray(rows, np.int64)
-            np.add.at(self._table, rows, deltas)
-            self._version += 1
-            if len(self._rowver) < n:
-                grown = np.zeros(max(n, 2 * len(self._rowver)), np.int64)
-                grown[: len(self._rowver)] = self._rowver
-                self._rowver = grown
-            self._rowver[rows] = self._version
+            self._add(np.asarray(rows, np.int64), np.asarray(deltas, np.float32))
+
+    def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray) -> None:
+        """Write ``offsets`` into the rows no push reached since the table was created."""
+        rows = np.asarray(rows, np.int64)
+        with self._lock:
+            have = len(self._rowver)
+            empty = rows >= have
+            empty[~empty] = self._rowver[rows[~empty]] == 0
+            self._add(rows[empty], np.asarray(offsets, np.float32)[empty])
+
+    def _add(self, rows: np.ndarray, deltas: np.ndarray) -> None:
+        n = max(len(self._vocab["item"]), int(rows.max()) + 1 if len(rows) else 0)
+        width = deltas.shape[1] if deltas.ndim == 2 else self._table.shape[1]
+        if self._table.shape[0] < n or self._table.shape[1] != width:
+            grown = np.zeros((n, width), np.float32)
+            old = self._table[:, :width]
+            grown[: old.shape[0], : old.shape[1]] = old
+            self._table = grown
+        np.add.at(self._table, rows, deltas)
+        self._version += 1
+        if len(self._rowver) < n:
+            grown = np.zeros(max(n, 2 * len(self._rowver)), np.int64)
+            grown[: len(self._rowver)] = self._rowver
+            self._rowver = grown
+        self._rowver[rows] = self._version
 
     def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:
         with self._lock:
             ids = list(self._vocab["item"].ids)
-            out = np.zeros((len(ids), self._table.shape[1]), np.float32)
-            n = min(len(ids), self._table.shape[0])
-            out[:n] = self._table[:n]
-            return ids, out
+            return ids, self._whole(len(ids))
 
-    def pull_item_offsets_since(self, version: int, n_ids: int) -> ItemChanges:
+    def _whole(self, n: int) -> np.ndarray:
+        out = np.zeros((n, self._table.shape[1]), np.float32)
+        m = min(n, self._table.shape[0])
+        out[:m] = self._table[:m]
+        return out
+
+    def pull_item_offsets_since(self, version: int, n_ids: int, epoch: str = "") -> ItemChanges:
         with self._lock:
             ids = self._vocab["item"].ids
-            start = min(max(n_ids, 0), len(ids))
+            if (epoch and epoch != self._epoch) or version > self._version or n_ids > len(ids):
+                # another table than the caller's (cleared since): all of it
+                n = len(ids)
+                return ItemChanges(0, list(ids), np.arange(n), self._whole(n), self._version,
+                                   self._epoch)
+            start = max(n_ids, 0)
             # one comparison over the row versions: in-process, far below a table copy
             rows = np.flatnonzero(self._rowver > version)
-            return ItemChanges(start, ids[start:], rows, self._table[rows], self._version)
+            return ItemChanges(start, ids[start:], rows, self._table[rows], self._version,
+                               self._epoch)
 
 
 @dataclass(frozen=True)
@@ -334,6 +396,7 @@ class ProcessorStats:
     seconds_syncing: float = 0.0  # item-table syncs (hub push + pull), part of the batches
     max_batch_s: float = 0.0  # the slowest process() call: a latency tail's upper bound
     seconds_writing_items: float = 0.0  # the store writes that carried the served item table
+    hub_resets: int = 0  # item hub resets recovered from (ProcessorCore._recover_hub_reset)
 
 
 @dataclass
@@ -534,6 +597,9 @@ class ProcessorCore:
         self.teacher_seen_at = 0.0  # epoch seconds the current teacher version arrived
         self.teacher_trained_until = 0.0  # event time of the freshest soft labels applied
         self._synced_once = False
+        self._sync_now = False  # a hub reset was recovered from mid-batch: sync at its end
+        self._marked = np.zeros(0, np.int64)  # rows the current sync pushed from
+        self._to_restore: np.ndarray | None = None  # rows a hub reset left to restore
         # prequential evaluation (config.prequential_k): per partition (scored, hits, ndcg sum)
         self._pq: dict[int, tuple[int, int, float]] = {}
         self._pq_pending: dict[int, tuple[int, int, float]] = {}
@@ -648,6 +714,14 @@ class ProcessorCore:
             allocated = self._retrying(
                 "item id allocation", lambda: self.hub.allocate_ids("item", missing)
             )
+            here, n_here = self._item_ids, len(self._item_ids)
+            for item, idx in zip(missing, allocated, strict=True):
+                if idx < n_here and here[idx]:  # a row of another id: the hub was reset
+                    self._recover_hub_reset(
+                        f"it gave new item {item!r} index {idx}, the row of {here[idx]!r} here",
+                        fresh=dict(zip(missing, allocated, strict=True)),
+                    )
+                    return np.fromiter((get(i) for i in ids), np.int64, len(ids))  # type: ignore[misc]
             for item, idx in zip(missing, allocated, strict=True):
                 self._item_index[item] = idx
                 if idx >= len(self._item_ids):
@@ -726,15 +800,36 @@ class ProcessorCore:
         write :meth:`process` made of it, with the ids allocated since, tagged with the hub
         versions it spans (``source_since``, ``source_version``; see :class:`StoreBatch`).
         Popularity is whole in both (4 bytes per item).
+
+        A hub found reset (see :meth:`_recover_hub_reset`) before the push or by the pull is
+        recovered from, and the sync starts over (pushing every row, pulling all).
         """
         incremental = self.config.incremental_sync if full is None else not full
         since = getattr(self.hub, "pull_item_offsets_since", None)
-        st = self.learner.student
-        n_local = st.n_items
+        reason = self._hub_reset_before_push()
+        for _ in range(_RESET_ATTEMPTS):
+            if reason is not None:
+                self._recover_hub_reset(reason)
+            self._restore_offsets()  # a no-op unless a recovery's restore failed
+            self._push_item_changes(incremental)
+            pulled = self._pull_item_changes(incremental, since)
+            reason = pulled[0]
+            if reason is None:
+                return self._apply_pull(*pulled[1:])
+        raise ServiceError(
+            f"item hub: reset again while this processor re-registered its ids "
+            f"({_RESET_ATTEMPTS} times; last: {reason}); check the hub's persistence and "
+            "that nothing deletes its keys, then restart the processors"
+        )
+
+    def _push_item_changes(self, incremental: bool) -> None:
+        """Push the rows changed since the last pull (marked ones, or all)."""
+        n_local = self.learner.student.n_items
         if incremental and not self._dirty_all:
             marked = np.flatnonzero(self._dirty[:n_local])
         else:
             marked = np.arange(n_local)
+        self._marked = marked
         if len(marked):
             delta = self._local_deltas(marked)
             changed = np.any(delta != 0, axis=1)
@@ -743,9 +838,14 @@ class ProcessorCore:
                 self._retrying(
                     "item hub push", lambda: self.hub.push_item_deltas(rows, delta)
                 )
-        d = self.config.student.dim
+
+    def _pull_item_changes(
+        self, incremental: bool, since: Callable[..., ItemChanges] | None
+    ) -> tuple[str | None, ItemChanges | None, int, list[str], np.ndarray, np.ndarray]:
+        """``(reset reason or None, changes or None (a full pull), start, ids, rows,
+        offsets)`` of a pull; the reason says why the hub looks reset (nothing applied)."""
         changes: ItemChanges | None = None
-        hub_reset = False  # the hub table was deleted and rebuilt since the last pull
+        reason = None
         if incremental and since is not None:
             version = 0 if self._hub_version is None else self._hub_version
             epoch = self._hub_epoch
@@ -757,21 +857,37 @@ class ProcessorCore:
                 changes = self._retrying(
                     "item hub pull", lambda: since(version, self._hub_ids)
                 )
-            hub_reset = self._hub_version is not None and (
-                changes.version < version or changes.epoch != epoch
-            )
-            if hub_reset and changes.start != 0:  # not answered whole: start over from all
-                changes = self._retrying("item hub pull", lambda: since(0, 0))
+            if self._hub_version is not None and changes.version < version:
+                reason = f"its item table version went back from {version} to {changes.version}"
+            elif epoch and changes.epoch != epoch:
+                reason = f"its item table epoch changed from {epoch!r} to {changes.epoch!r}"
         if changes is None:
             ids, offsets = self._retrying("item hub pull", self.hub.pull_item_offsets)
-            start, new_ids = 0, ids
-            pulled = np.arange(len(ids))
-            self._hub_version = None
-            self._hub_epoch = ""
+            start, new_ids, pulled = 0, ids, np.arange(len(ids))
         else:
             start, new_ids, pulled, offsets = (
                 changes.start, changes.ids, changes.rows, changes.offsets
             )
+        if reason is None and start == 0:
+            reason = self._map_disagrees(new_ids)
+        return reason, changes, start, new_ids, pulled, offsets
+
+    def _apply_pull(
+        self,
+        changes: ItemChanges | None,
+        start: int,
+        new_ids: list[str],
+        pulled: np.ndarray,
+        offsets: np.ndarray,
+    ) -> StoreBatch:
+        """Take a pull's rows and ids into the local table; the served table to write."""
+        st = self.learner.student
+        d = self.config.student.dim
+        marked = self._marked
+        if changes is None:
+            self._hub_version = None
+            self._hub_epoch = ""
+        else:
             self._hub_version = changes.version
             self._hub_epoch = changes.epoch
         n = start + len(new_ids)
@@ -798,9 +914,9 @@ class ProcessorCore:
                 pulled = np.concatenate([pulled, extra])
                 offsets = np.concatenate([offsets, self._base[extra]])
         if len(pulled):
-            q0 = self._init_q_cache(n)
+            q0 = self._init_q_cache(max(n, st.n_items))
             if changes is None:  # every row, in order: slices instead of gathers
-                st.Q[:n] = q0 + offsets[:, :d]
+                st.Q[:n] = q0[:n] + offsets[:, :d]
                 st.C[:n] = offsets[:, d : 2 * d]
                 st.b[:n] = offsets[:, 2 * d]
                 self._base[:n] = offsets
@@ -812,6 +928,7 @@ class ProcessorCore:
                 self._served[pulled] = True
         self._dirty[:] = False
         self._dirty_all = False
+        self._sync_now = False
         self._batches_since_sync = 0
         self._last_sync = self._clock()
         self._synced_once = True
@@ -819,9 +936,153 @@ class ProcessorCore:
         if not n:
             return StoreBatch()
         version = None if changes is None else changes.version
-        # after a hub reset its versions restart: the served table's source versions with
-        # them, so the next write is whole
-        return self._served_table(n, version, partial=changes is not None and not hub_reset)
+        # after a hub reset (_served_version None) the next write is whole
+        return self._served_table(n, version, partial=changes is not None)
+
+    # ------------------------------------------------------------ hub resets
+    def _hub_reset_before_push(self) -> str | None:
+        """Why the hub looks reset since the last pull, from its ``item_table_state`` (a hub
+        without one is checked by the pull only); None when it does not."""
+        state = getattr(self.hub, "item_table_state", None)
+        if state is None or not self._synced_once:
+            return None
+        epoch, n_ids = self._retrying("item hub check", state)
+        if n_ids < len(self._item_ids):
+            return (f"it lists {n_ids} item ids, this processor holds indices up to "
+                    f"{len(self._item_ids) - 1}")
+        if self._hub_epoch and epoch != self._hub_epoch:
+            return f"its item table epoch changed from {self._hub_epoch!r} to {epoch!r}"
+        return None
+
+    def _map_disagrees(self, ids: list[str]) -> str | None:
+        """Why the hub's whole id list ``ids`` contradicts the local map; None when it
+        does not. Gaps ("": allocated elsewhere, not pulled yet) lie past the last pull."""
+        mine = self._item_ids
+        if len(ids) < len(mine):
+            return (f"it lists {len(ids)} item ids, this processor holds indices up to "
+                    f"{len(mine) - 1}")
+        head = min(self._hub_ids, len(mine))
+        if ids[:head] != mine[:head]:
+            j = next(j for j in range(head) if ids[j] != mine[j])
+            return f"it lists {ids[j]!r} at index {j}, which holds {mine[j]!r} here"
+        for j in range(head, len(mine)):
+            if mine[j] and ids[j] != mine[j]:
+                return f"it lists {ids[j]!r} at index {j}, which holds {mine[j]!r} here"
+        return None
+
+    def _recover_hub_reset(self, reason: str, fresh: Mapping[str, int] | None = None) -> None:
+        """The hub's tables were wiped (and maybe rebuilt by others) since this processor
+        took its indices: re-register every id it knows, in its own index order (a hub
+        rebuilt from empty by it gets the old order back), move all local item state to the
+        hub's indices where they differ, and restore the hub's offsets of its rows where no
+        other processor has yet. The next sync pushes every row's change and pulls all.
+
+        ``fresh``: ids the hub just allocated (their indices are the hub's already).
+        """
+        known = sorted(self._item_index.items(), key=lambda kv: kv[1])
+        _log.warning("item hub reset detected (%s): re-registering %d item ids and restoring "
+                     "their offsets", reason, len(known))
+        ids = [item for item, _ in known]
+        old = np.fromiter((idx for _, idx in known), np.int64, len(known))
+        answers: list[int] = []
+        for j in range(0, len(ids), _REREGISTER_CHUNK):  # in order, in bounded calls
+            chunk = ids[j : j + _REREGISTER_CHUNK]
+            answers += self._retrying(
+                "item id re-registration", lambda c=chunk: self.hub.allocate_ids("item", c)
+            )
+        new = np.asarray(answers, np.int64)
+        index = dict(zip(ids, new.tolist(), strict=True))
+        index.update(fresh or {})
+        if len(set(index.values())) != len(index):
+            raise ServiceError(
+                "item hub: it answered one index for two item ids while this processor "
+                "re-registered its ids after a reset (its tables were wiped again?); check the "
+                "hub's persistence and that nothing deletes its keys, then restart the processors"
+            )
+        if not np.array_equal(old, new):
+            self._remap_items(old, new)
+        self._item_index = index
+        self._item_ids = [""] * (max(index.values()) + 1 if index else 0)
+        for item, idx in index.items():
+            self._item_ids[idx] = item
+        # rows past the last id are no item's now (a move freed them): out of the catalogue,
+        # so no step draws them and no push sends them
+        self._grow(len(self.users), len(self._item_ids))
+        self.learner.student.n_items = len(self._item_ids)
+        # the hub's table is another one now: pull it all, serve it whole, push every row
+        self._hub_version = None
+        self._hub_epoch = ""
+        self._hub_ids = 0
+        self._served_version = None
+        self._dirty_all = True
+        self._sync_now = True
+        self.stats.hub_resets += 1
+        self._to_restore = new  # kept until the hub took it (a sync retries a failed one)
+        self._restore_offsets()
+
+    def _restore_offsets(self) -> None:
+        """Give the hub this processor's last pulled offsets of the rows a recovery left to
+        restore where it has none (another processor may have restored them first: theirs
+        stand, not doubled)."""
+        rows = self._to_restore
+        if rows is None:
+            return
+        base = self._base[rows]
+        keep = np.any(base != 0, axis=1)
+        rows, base = rows[keep], base[keep]
+        restore = getattr(self.hub, "restore_item_offsets", None)
+        if not len(rows):
+            pass
+        elif restore is not None:
+            self._retrying("item hub restore", lambda: restore(rows, base))
+        else:
+            self._restore_by_push(rows, base)
+        self._to_restore = None
+
+    def _restore_by_push(self, rows: np.ndarray, base: np.ndarray) -> None:
+        """The restore on a hub without ``restore_item_offsets``: push into the rows its
+        table holds zero in (not atomic: two processors restoring one row at once would
+        both add theirs)."""
+        _, table = self._retrying("item hub pull", self.hub.pull_item_offsets)
+        empty = rows >= len(table)
+        inside = rows[~empty]
+        empty[~empty] = ~np.any(table[inside] != 0, axis=1) if table.shape[1] else True
+        if empty.any():
+            self._retrying("item hub restore",
+                           lambda: self.hub.push_item_deltas(rows[empty], base[empty]))
+
+    def _remap_items(self, old: np.ndarray, new: np.ndarray) -> None:
+        """Move every item-indexed piece of local state from rows ``old`` to rows ``new``:
+        the student's tables and optimizer accumulators, the pulled base, popularity, the
+        users' histories, seen pairs, soft-label tables (keys and candidates). Learned
+        vectors move as they are, so the offsets against the new rows' inits change; rows
+        no known id moves to start afresh (init, zero)."""
+        lr = self.learner
+        st = lr.student
+        d = self.config.student.dim
+        self._grow(len(self.users), max(int(new.max()) + 1, st.n_items))
+        cap = len(st.Q)
+        src = np.full(cap, -1, np.int64)
+        src[new] = old
+        lut = np.full(cap + 1, -1, np.int64)  # old row -> new row; the last entry for -1
+        lut[old] = new
+        q0 = self._init_q_cache(cap)
+        pulled_q = q0[old] + self._base[old, :d]  # the Q values the last pull left
+        st.Q[:] = _moved(st.Q, src, q0)
+        for table in (st.C, st.b, st.gQ, st.gC, st.gb, self._base):
+            table[:] = _moved(table, src, 0)
+        self._base[new, :d] = pulled_q - q0[new]
+        lr.counts._grow(cap)
+        lr.counts._s[:] = _moved(lr.counts._s, src, 0)
+        lr.negatives._p = np.zeros(0)  # rebuilt from the moved counts at the next draw
+        lr.last_item_rows = ()
+        hist = st.hist
+        hist[:] = np.where(hist >= 0, lut[np.minimum(hist, cap)], -1)
+        st.seen = _moved_pairs(st.seen, lut)
+        self._pq_history.seen = _moved_pairs(self._pq_history.seen, lut)
+        _move_labels(lr.user_labels, lut, None)
+        _move_labels(lr.item_labels, lut, src)
+        self._served[:] = False
 
     def _served_table(self, n: int, version: int | None, *, partial: bool) -> StoreBatch:
         """The served item table of the first ``n`` items, at hub ``version``: a partial
@@ -860,7 +1121,8 @@ class ProcessorCore:
 
     def _sync_due(self) -> bool:
         return (
-            self._batches_since_sync >= self.config.sync_every_batches
+            self._sync_now
+            or self._batches_since_sync >= self.config.sync_every_batches
             or self._clock() - self._last_sync >= self.config.sync_every_s
         )
 
@@ -1129,6 +1391,54 @@ class ProcessorCore:
         return {p: (self._applied[p], self._learned[p], self._dead[p]) for p in self._applied}
 
 
+_RESET_ATTEMPTS = 3  # hub resets one sync recovers from before it gives up
+_REREGISTER_CHUNK = 10_000  # ids per allocation call when re-registering after a reset
+
+
+def _moved(table: np.ndarray, src: np.ndarray, fill: float | np.ndarray) -> np.ndarray:
+    """A copy of ``table`` with row ``j`` taken from row ``src[j]`` (``-1``: ``fill``, a
+    scalar or a row per ``j``); rows past ``src`` are the scalar fill, or zero."""
+    out = np.empty_like(table)
+    n = min(len(table), len(src))
+    if np.ndim(fill):  # a row per j (at least n of them)
+        out[:n] = fill[:n]  # type: ignore[index]
+        out[n:] = 0
+    else:
+        out[:] = fill
+    take = np.flatnonzero(src[:n] >= 0)
+    out[take] = table[src[take]]
+    return out
+
+
+def _moved_pairs(pairs: Any, lut: np.ndarray) -> Any:
+    """Seen (user, item) pairs with items moved by ``lut`` (old row -> new row, -1: gone)."""
+    keys = pairs.to_array()
+    if not len(keys):
+        return pairs
+    items = lut[np.minimum(keys & 0xFFFFFFFF, len(lut) - 1)]
+    keep = items >= 0
+    return pairs.from_array(((keys[keep] >> 32) << 32) | items[keep])
+
+
+def _move_labels(table: Any, lut: np.ndarray, src: np.ndarray | None) -> None:
+    """Move a soft-label table's candidates by ``lut`` and, for item-keyed (transition)
+    labels, its rows by ``src`` (see :func:`_moved`)."""
+    items = table.items
+    moved = np.where(items >= 0, lut[np.minimum(items, len(lut) - 1)], -1)
+    table.items = moved
+    table.logits = np.where(moved >= 0, table.logits, -np.inf).astype(np.float32)
+    table.has = table.has & (moved >= 0).any(axis=1)
+    if src is None:
+        return
+    n = max(len(table.has), len(src))
+    for name, fill in (("items", -1), ("logits", -np.inf), ("temperature", 1.0),
+                       ("trained_until", -np.inf), ("has", False)):
+        arr = getattr(table, name)
+        grown = np.full((n, *arr.shape[1:]), fill, arr.dtype)
+        grown[: len(arr)] = arr
+        setattr(table, name, _moved(grown, src, fill))
+
+
 _ITEM_FIELDS = (
     "item_ids", "item_vectors", "item_bias", "popularity", "item_rows", "item_row_vectors",
     "item_row_bias", "item_ids_from", "source_since", "source_version",
@@ -1160,6 +1470,18 @@ class StoreItemHub:
         self.store.push_item_deltas(  # type: ignore[attr-defined]
             np.asarray(rows, np.int64), np.ascontiguousarray(deltas[:, :w]),
             np.ascontiguousarray(deltas[:, w])
+        )
+
+    def item_table_state(self) -> tuple[str, int]:
+        """``(epoch, number of item ids)`` of the hub's table."""
+        return self.store.item_table_state()  # type: ignore[attr-defined,no-any-return]
+
+    def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray) -> None:
+        """Write ``offsets`` into the rows that hold nothing (all zero) in the hub's table."""
+        w = 2 * self.dim
+        self.store.push_item_deltas(  # type: ignore[attr-defined]
+            np.asarray(rows, np.int64), np.ascontiguousarray(offsets[:, :w]),
+            np.ascontiguousarray(offsets[:, w]), only_empty=True,
         )
 
     def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:

@@ -157,7 +157,8 @@ end
 
 # KEYS: item:vec, item:bias, item:meta, item:ids, delta token key, item:rowver
 # ARGV: d, token ttl, rows (int32 LE blob), deltas (float32 LE blob, m*d), bias deltas ('' or m),
-# epoch token (a new table's)
+# epoch token (a new table's), '1' to write only rows whose vector and bias are all zero (a
+# restore after a reset: rows another client restored first keep theirs) else ''
 # Returns the new table version (each row's score in item:rowver), or -1 when this token was
 # applied before.
 _ADD_DELTAS_LUA = _TRIM_ROWVER_LUA + """
@@ -186,23 +187,27 @@ local version = redis.call('HINCRBY', KEYS[3], 'version', 1)
 local fmt = '<' .. string.rep('f', d)
 local width = 4 * d
 local zero = string.rep('\\0', width)
+local only_empty = ARGV[7] == '1'
 for i = 1, m do
-  redis.call('ZADD', KEYS[6], version, idx[i])
   local off = idx[i] * width
   local cur = redis.call('GETRANGE', KEYS[1], off, off + width - 1)
   if #cur < width then cur = cur .. string.sub(zero, 1, width - #cur) end
-  local a = {struct.unpack(fmt, cur)}
-  local b = {struct.unpack(fmt, deltas, (i - 1) * width + 1)}
-  local s = {}
-  for j = 1, d do s[j] = a[j] + b[j] end
-  redis.call('SETRANGE', KEYS[1], off, struct.pack(fmt, unpack(s)))
-  if #bias > 0 then
-    local boff = idx[i] * 4
-    local cb = redis.call('GETRANGE', KEYS[2], boff, boff + 3)
-    local x = 0
-    if #cb == 4 then x = struct.unpack('<f', cb) end
-    local db = struct.unpack('<f', bias, (i - 1) * 4 + 1)
-    redis.call('SETRANGE', KEYS[2], boff, struct.pack('<f', x + db))
+  local boff = idx[i] * 4
+  local cb = ''
+  if only_empty or #bias > 0 then cb = redis.call('GETRANGE', KEYS[2], boff, boff + 3) end
+  if not (only_empty and (cur ~= zero or (#cb == 4 and cb ~= '\\0\\0\\0\\0'))) then
+    redis.call('ZADD', KEYS[6], version, idx[i])
+    local a = {struct.unpack(fmt, cur)}
+    local b = {struct.unpack(fmt, deltas, (i - 1) * width + 1)}
+    local s = {}
+    for j = 1, d do s[j] = a[j] + b[j] end
+    redis.call('SETRANGE', KEYS[1], off, struct.pack(fmt, unpack(s)))
+    if #bias > 0 then
+      local x = 0
+      if #cb == 4 then x = struct.unpack('<f', cb) end
+      local db = struct.unpack('<f', bias, (i - 1) * 4 + 1)
+      redis.call('SETRANGE', KEYS[2], boff, struct.pack('<f', x + db))
+    end
   end
 end
 redis.call('HSETNX', KEYS[3], 'd', d)
@@ -881,13 +886,17 @@ class RedisStore:
         bias_deltas: np.ndarray | None = None,
         *,
         token: str | None = None,
+        only_empty: bool = False,
     ) -> int:
         """Add float32 ``deltas`` (m, d) to item rows ``rows`` (m,) server-side; atomic.
 
         Rows must be allocated (:meth:`allocate_ids`); rows past the stored table start at
         zero. Repeated rows add up. ``token`` makes the push idempotent: a push whose token was
         applied before (within a day) is skipped and returns -1; by default a fresh token
-        guards against the client's own retries. Returns the table version after the push.
+        guards against the client's own retries. ``only_empty``: leave the rows whose vector
+        or bias is not all zero as they are (a processor restoring its rows after the table
+        was wiped: another one may have restored them first). Returns the table version
+        after the push.
         """
         rows_arr = np.asarray(rows)
         if rows_arr.ndim != 1 or (rows_arr.size and rows_arr.dtype.kind not in "iu"):
@@ -929,9 +938,20 @@ class RedisStore:
             delta.tobytes(),
             bias_blob,
             uuid.uuid4().hex,
+            "1" if only_empty else "",
         ]
         with self._errors("push_item_deltas"):
             return int(self._add_deltas(keys=keys, args=args))
+
+    def item_table_state(self) -> tuple[str, int]:
+        """``(epoch, number of item ids)`` of the item table, of one moment (``("", 0)``
+        when it does not exist, e.g. after :meth:`clear`)."""
+        with self._errors("item_table_state"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hget(self._k("item", "meta"), "epoch")
+            pipe.llen(self._k("item", "ids"))
+            epoch, n_ids = pipe.execute()
+        return ("" if epoch is None else epoch.decode()), int(n_ids)
 
     def item_version(self) -> int:
         """The item table's version (0 before any item write)."""
