@@ -68,7 +68,10 @@ def _cmd_api(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, token=args.token or None,
         read_token=args.read_token or None, teacher_stale_s=args.teacher_stale_s,
     )
+    if not (args.item_refresh_s >= 0):  # NaN too
+        raise ConfigError(f"--item-refresh-s: expected a number >= 0, got {args.item_refresh_s}")
     feeder = None
+    refreshing: Any = None
     if args.demo:
         from kdstream.api._live import SyntheticFeeder, build_embedded_service
 
@@ -78,9 +81,12 @@ def _cmd_api(args: argparse.Namespace) -> int:
             feeder = SyntheticFeeder(service, rate=args.rate, seed=args.seed)
             feeder.start()
     elif args.store:
-        service = StoreServingService(
-            _open_store(args.store), teacher_stale_s=settings.teacher_stale_s
-        )
+        store = _open_store(args.store)
+        if args.item_refresh_s > 0 and hasattr(store, "start_item_refresh"):  # RedisStore
+            # item-table checks and refreshes in a thread: no request pays a sync's refresh
+            store.start_item_refresh(args.item_refresh_s)
+            refreshing = store
+        service = StoreServingService(store, teacher_stale_s=settings.teacher_stale_s)
     else:
         raise ConfigError("kdstream api: give --demo (embedded runtime) or --store URL")
     app = create_app(service, settings)
@@ -93,6 +99,8 @@ def _cmd_api(args: argparse.Namespace) -> int:
             feeder.stop()
         if args.demo:
             service.stop()
+        if refreshing is not None:
+            refreshing.stop_item_refresh()
     return 0
 
 
@@ -196,6 +204,12 @@ def add_parsers(sub: Any) -> None:
                      "/metrics (env KDSTREAM_API_READ_TOKEN)")
     api.add_argument("--teacher-stale-s", type=float, default=3_600.0,
                      help="/healthz reports 'degraded' when the teacher is older than this")
+    api.add_argument("--item-refresh-s", type=float, default=0.1,
+                     help="with a redis:// --store: check the item table every this many "
+                     "seconds in a background thread, so requests skip the version read and "
+                     "the refresh after each item sync; requests fall back to reading it "
+                     "themselves when the thread's table is over 10 periods old "
+                     "(0: off, every request checks)")
     api.add_argument("--log-level", default="warning")
     api.set_defaults(func=_cmd_api)
 

@@ -42,7 +42,10 @@ Design choices, and why:
   A push carries a token stored with ``SET NX``, so a client retry after a lost reply does not
   add the same deltas twice.
 - Readers cache the item table by ``item:meta`` version: ``item_table()`` costs one ``HGET``
-  unless the table changed.
+  unless the table changed. A serving process can move that check, and the refresh after
+  each item sync (a copy of the whole table), off its requests:
+  :meth:`RedisStore.start_item_refresh` runs them in a daemon thread, and requests read its
+  snapshot while it is at most ``max_age_s`` old (else the inline path).
 - A processor's item sync costs the rows that changed, not the table: every delta push
   records its rows' new version in the ``item:rowver`` sorted set, and
   :meth:`RedisStore.pull_items_since` reads, in one Lua script (so of one version), the rows
@@ -66,9 +69,11 @@ Design choices, and why:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -95,6 +100,10 @@ from ._store import (
 IdKind = Literal["user", "item"]
 # a reader's cached item table: (version, ids, vectors, bias, id -> index, epoch)
 _Table = tuple[int, list[str], FloatArray, FloatArray, dict[str, int], str]
+
+_log = logging.getLogger(__name__)
+# the refresher's longest wait after failed checks (it doubles from every_s up to this)
+_REFRESH_BACKOFF_CAP_S = 5.0
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _F32 = np.dtype("<f4")
@@ -462,6 +471,14 @@ class RedisStore:
         # lock
         self._cache: _Table | None = None
         self._cache_lock = threading.Lock()
+        # the background refresher (start_item_refresh): (monotonic time of the version read
+        # that confirmed it, table), replaced whole; None while none runs or before its first
+        # check
+        self._served: tuple[float, _Table] | None = None
+        self._refresher: threading.Thread | None = None
+        self._refresh_stop = threading.Event()
+        self._refresh_max_age_s = 0.0
+        self._refresh_errors = 0
 
     # -- keys and plumbing ------------------------------------------------------------------
 
@@ -506,7 +523,8 @@ class RedisStore:
             self._client.ping()
 
     def close(self) -> None:
-        """Close the client's connections."""
+        """Stop the item refresher, if any, and close the client's connections."""
+        self.stop_item_refresh()
         with self._errors("close"):
             self._client.close()
 
@@ -523,6 +541,7 @@ class RedisStore:
             if batch:
                 deleted += int(self._client.unlink(*batch))
         self._cache = None
+        self._served = None
         return deleted
 
     # -- writes -----------------------------------------------------------------------------
@@ -1106,9 +1125,96 @@ class RedisStore:
 
     def item_table_shared(self) -> tuple[list[str], FloatArray, FloatArray]:
         """:meth:`item_table` without the copy of the id list: the cached list itself, never
-        changed (a refresh builds a new one). For readers that do not change it."""
-        cached = self._table()
+        changed (a refresh builds a new one). For readers that do not change it.
+
+        While the item refresher runs (:meth:`start_item_refresh`) and its snapshot is at
+        most ``max_age_s`` old, that snapshot, with no Redis call."""
+        served = self._served
+        if served is not None and time.monotonic() - served[0] <= self._refresh_max_age_s:
+            cached = served[1]
+        else:
+            cached = self._table()
         return cached[1], cached[2], cached[3]
+
+    # -- the background item refresher ------------------------------------------------------
+
+    def start_item_refresh(self, every_s: float = 0.1, max_age_s: float | None = None) -> None:
+        """Keep the cached item table current in a daemon thread, off the request path.
+
+        Every ``every_s`` the thread does what a request did inline: read the table's
+        version and, when it changed, pull the changed rows and build the new table. While
+        its last successful check is at most ``max_age_s`` old (default ``10 * every_s``),
+        :meth:`item_table_shared` and :meth:`item_table` hand out its snapshot without a
+        Redis call; past that (a refresher stuck or failing, Redis away) they take the
+        inline path again, so a dead refresher never serves an arbitrarily stale table. A
+        failed check is logged and retried after a backoff (doubling, at most 5 s); the
+        thread keeps going until :meth:`stop_item_refresh` or :meth:`close`.
+        """
+        for name, value in (("every_s", every_s), ("max_age_s", max_age_s)):
+            if value is None and name == "max_age_s":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: expected a number > 0, got {value!r}")
+        if self._refresher is not None:
+            raise ConfigError(f"{self!r}: the item refresher is already running")
+        self._refresh_max_age_s = float(10 * every_s if max_age_s is None else max_age_s)
+        self._refresh_errors = 0
+        self._refresh_stop = threading.Event()
+        self._refresher = threading.Thread(
+            target=self._refresh_loop, args=(self._refresh_stop, float(every_s)),
+            name=f"kdstream-item-refresh-{self._ns}", daemon=True,
+        )
+        self._refresher.start()
+
+    def stop_item_refresh(self, timeout_s: float = 30.0) -> None:
+        """Stop the item refresher (no-op when none runs); requests go back to the inline
+        path. Waits up to ``timeout_s`` for a check in flight."""
+        thread = self._refresher
+        if thread is None:
+            return
+        self._refresh_stop.set()
+        with self._cache_lock:
+            self._served = None
+        thread.join(timeout_s)
+        if thread.is_alive():  # a check blocked on Redis: a daemon, it ends with the process
+            _log.warning("%r: the item refresher did not stop within %.1fs", self, timeout_s)
+        self._refresher = None
+
+    def item_refresh_status(self) -> dict[str, Any]:
+        """``running``, ``age_s`` (of the snapshot requests may be handed; None before the
+        first check), ``max_age_s`` and ``errors`` (failed checks since the start)."""
+        served = self._served
+        return {
+            "running": self._refresher is not None and self._refresher.is_alive(),
+            "age_s": None if served is None else time.monotonic() - served[0],
+            "max_age_s": self._refresh_max_age_s,
+            "errors": self._refresh_errors,
+        }
+
+    def _refresh_loop(self, stop: threading.Event, every_s: float) -> None:
+        failures = 0
+        delay = 0.0  # the first check at once
+        while not stop.wait(delay):
+            checked_at = time.monotonic()
+            try:
+                table = self._table()
+            except Exception as exc:  # the thread must outlive any failure
+                failures += 1
+                self._refresh_errors += 1
+                delay = min(every_s * 2.0**failures, max(every_s, _REFRESH_BACKOFF_CAP_S))
+                _log.warning(
+                    "%r: item refresh failed (%d in a row), next try in %.2fs: %s",
+                    self, failures, delay, exc, exc_info=not isinstance(exc, ServiceError),
+                )
+                continue
+            with self._cache_lock:  # after a stop (which clears it), never put one back
+                if stop.is_set():
+                    break
+                self._served = (checked_at, table)
+            if failures:
+                _log.warning("%r: item refresh recovered after %d failures", self, failures)
+            failures, delay = 0, every_s
 
     def item_indices(self, items: Sequence[str]) -> np.ndarray:
         """Index of each item id in the cached table, ``-1`` for unknown ones."""

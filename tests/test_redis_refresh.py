@@ -1,0 +1,332 @@
+"""RedisStore's background item refresher (``start_item_refresh``) against a throwaway
+redis-server (``password_redis``, tests/conftest.py; skipped where none is installed): partial
+item rows reach readers without a request, requests make no Redis call for the table, a
+failing or stuck refresher neither dies nor serves past its staleness bound, and
+``kdstream api --store redis://...`` starts and stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis.connection
+import uvicorn
+
+from kdstream.cli import main
+from kdstream.errors import ConfigError, ServiceError
+from kdstream.stream import StoreBatch
+from kdstream.stream._redis_store import RedisStore
+
+REDIS_PW = "refresh-test-pw"
+N, D = 50, 4
+THREAD = "kdstream-item-refresh-"
+
+
+@pytest.fixture
+def redis_password() -> str:
+    """The password of the ``password_redis`` server (tests/conftest.py)."""
+    return REDIS_PW
+
+
+@pytest.fixture
+def url(password_redis: int) -> str:
+    return f"redis://:{REDIS_PW}@127.0.0.1:{password_redis}/0"
+
+
+@pytest.fixture
+def stores(url: str) -> Iterator[tuple[RedisStore, RedisStore]]:
+    """``(writer, reader)`` on one namespace; the writer holds a whole table of N items."""
+    writer, reader = RedisStore(url, namespace="r"), RedisStore(url, namespace="r")
+    rng = np.random.default_rng(0)
+    writer.write_batch(StoreBatch(
+        item_ids=[f"i{j}" for j in range(N)],
+        item_vectors=rng.normal(size=(N, D)).astype(np.float32),
+        item_bias=rng.normal(size=N).astype(np.float32),
+    ))
+    try:
+        yield writer, reader
+    finally:
+        reader.close()
+        writer.close()
+
+
+class Calls:
+    """Redis commands sent, by the thread that sent them (every command, pipelines and Lua
+    scripts included, goes through ``Connection.send_packed_command``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.main = 0
+        self.refresher = 0
+        original = redis.connection.AbstractConnection.send_packed_command
+        calls = self
+
+        def counted(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread().name.startswith(THREAD):
+                calls.refresher += 1
+            else:
+                calls.main += 1
+            return original(conn, *args, **kwargs)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    return Calls(monkeypatch)
+
+
+def _rows(rows: list[int], value: float) -> StoreBatch:
+    k = len(rows)
+    return StoreBatch(item_rows=np.array(rows), item_row_vectors=np.full((k, D), value),
+                      item_row_bias=np.full(k, value, np.float32))
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float = 5.0) -> float:
+    """Seconds until ``cond()``; fails after ``timeout_s``."""
+    start = time.monotonic()
+    while not cond():
+        assert time.monotonic() - start < timeout_s, "condition not met in time"
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+def _started(store: RedisStore) -> None:
+    _wait(lambda: store.item_refresh_status()["age_s"] is not None)
+
+
+def _has(store: RedisStore, rows: list[int], value: float) -> bool:
+    _, vectors, bias = store.item_table_shared()
+    return bool(np.all(vectors[rows] == value) and np.all(bias[rows] == value))
+
+
+def _flaky(store: RedisStore, mode: dict[str, Any]) -> None:
+    """Make the refresher thread's checks (only its: requests keep the real path) raise
+    ``mode["raise"]`` or block on ``mode["block"]`` while set."""
+    real = store._table
+
+    def table() -> Any:
+        if threading.current_thread().name.startswith(THREAD):
+            if mode.get("block") is not None:
+                mode["block"].wait()
+            if mode.get("raise") is not None:
+                raise mode["raise"]
+        return real()
+
+    store._table = table  # type: ignore[method-assign]
+
+
+def test_partial_rows_reach_readers_without_a_request(
+    stores: tuple[RedisStore, RedisStore], calls: Calls
+) -> None:
+    writer, reader = stores
+    reader.start_item_refresh(every_s=0.02, max_age_s=60.0)  # no inline fallback by a stall
+    _started(reader)
+    old_ids, old_vec, old_bias = reader.item_table_shared()
+    kept = old_vec.copy(), old_bias.copy()
+    writer.write_batch(_rows([3, 40], 7.0))
+    written = calls.main  # the write's commands; every check below is the refresher's
+    assert _wait(lambda: _has(reader, [3, 40], 7.0)) < 2.0
+    assert calls.main == written
+    # the snapshot handed out before the refresh is unchanged (the refresh built new arrays)
+    np.testing.assert_array_equal(old_vec, kept[0])
+    np.testing.assert_array_equal(old_bias, kept[1])
+    assert len(old_ids) == N and not old_vec.flags.writeable
+    # and an inline reader sees the same table
+    other = RedisStore(writer._url, namespace="r")
+    try:
+        ids, vectors, bias = other.item_table()
+        assert ids == reader.item_table()[0]
+        np.testing.assert_array_equal(vectors, reader.item_table_shared()[1])
+        np.testing.assert_array_equal(bias, reader.item_table_shared()[2])
+    finally:
+        other.close()
+
+
+def test_requests_make_no_redis_call_for_the_table(
+    stores: tuple[RedisStore, RedisStore], calls: Calls
+) -> None:
+    _, reader = stores
+    reader.item_table_shared()
+    assert calls.main > 0  # the counter counts: without the refresher a request reads Redis
+    reader.start_item_refresh(every_s=0.01, max_age_s=60.0)
+    _started(reader)
+    calls.main = calls.refresher = 0
+    for _ in range(50):
+        ids, vectors, _bias = reader.item_table_shared()
+        assert reader.item_table()[0] == ids and len(vectors) == N
+        assert reader.item_indices(["i7", "nope"]).tolist() == [7, -1]
+        time.sleep(0.002)
+    assert calls.main == 0
+    assert calls.refresher > 0  # the version checks went on meanwhile
+
+
+def test_a_failing_refresher_keeps_serving_and_recovers(
+    stores: tuple[RedisStore, RedisStore], calls: Calls, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, reader = stores
+    mode: dict[str, Any] = {}
+    _flaky(reader, mode)
+    reader.start_item_refresh(every_s=0.01, max_age_s=60.0)
+    _started(reader)
+    caplog.set_level(logging.WARNING, logger="kdstream.stream._redis_store")
+    mode["raise"] = ServiceError("Redis went away")
+    _wait(lambda: reader.item_refresh_status()["errors"] >= 2)
+    mode["raise"] = RuntimeError("a bug")  # not only our own errors
+    _wait(lambda: reader.item_refresh_status()["errors"] >= 3)
+    writer.write_batch(_rows([5], -3.0))
+    calls.main = 0
+    # the last snapshot (within max_age_s) is served meanwhile, without a Redis call
+    assert not _has(reader, [5], -3.0) and calls.main == 0
+    assert reader.item_refresh_status()["running"]
+    mode["raise"] = None
+    _wait(lambda: _has(reader, [5], -3.0), timeout_s=10.0)  # after a backoff of <= 5 s
+    assert calls.main == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("item refresh failed" in m and "Redis went away" in m for m in messages)
+    assert any("a bug" in m for m in messages)
+    assert any("recovered" in m for m in messages)
+    bug = next(r for r in caplog.records if "a bug" in r.getMessage())
+    assert bug.exc_info is not None  # an unexpected error logs its traceback
+
+
+def test_a_stale_background_table_falls_back_to_the_inline_path(
+    stores: tuple[RedisStore, RedisStore], calls: Calls
+) -> None:
+    writer, reader = stores
+    mode: dict[str, Any] = {}
+    _flaky(reader, mode)
+    reader.start_item_refresh(every_s=0.01, max_age_s=60.0)
+    _started(reader)
+    mode["block"] = threading.Event()  # the refresher hangs in its next check
+    time.sleep(0.05)
+    writer.write_batch(_rows([9], 4.0))
+    calls.main = 0
+    assert not _has(reader, [9], 4.0) and calls.main == 0  # within the bound: the snapshot
+    checked_at, table = reader._served  # type: ignore[misc]
+    reader._served = (checked_at - 61.0, table)  # past the bound
+    assert _has(reader, [9], 4.0) and calls.main > 0  # read inline, of now
+    mode["block"].set()
+    reader.stop_item_refresh(timeout_s=5.0)
+    assert not reader.item_refresh_status()["running"]
+
+
+def test_the_default_bound_is_ten_periods(stores: tuple[RedisStore, RedisStore]) -> None:
+    _, reader = stores
+    reader.start_item_refresh(every_s=0.05)
+    assert reader.item_refresh_status()["max_age_s"] == pytest.approx(0.5)
+
+
+def test_stop_is_clean_and_requests_go_back_inline(
+    stores: tuple[RedisStore, RedisStore], calls: Calls
+) -> None:
+    writer, reader = stores
+    reader.stop_item_refresh()  # none running: a no-op
+    reader.start_item_refresh(every_s=0.01)
+    with pytest.raises(ConfigError, match="already running"):
+        reader.start_item_refresh(every_s=0.01)
+    _started(reader)
+    thread = reader._refresher
+    assert thread is not None and thread.daemon
+    reader.stop_item_refresh(timeout_s=5.0)
+    assert not thread.is_alive()
+    status = reader.item_refresh_status()
+    assert not status["running"] and status["age_s"] is None
+    writer.write_batch(_rows([1], 2.0))
+    calls.main = calls.refresher = 0
+    time.sleep(0.05)
+    assert calls.refresher == 0  # no check after the stop
+    assert _has(reader, [1], 2.0) and calls.main > 0  # inline again
+    reader.start_item_refresh(every_s=0.01)  # and it starts again
+    _started(reader)
+    thread = reader._refresher
+    reader.close()  # close stops it too
+    assert thread is not None and not thread.is_alive()
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "0.1"])
+def test_bad_periods(stores: tuple[RedisStore, RedisStore], bad: Any) -> None:
+    _, reader = stores
+    with pytest.raises(ConfigError, match="every_s"):
+        reader.start_item_refresh(every_s=bad)
+    with pytest.raises(ConfigError, match="max_age_s"):
+        reader.start_item_refresh(every_s=0.1, max_age_s=bad)
+    assert reader._refresher is None
+
+
+# -- the serve wiring ---------------------------------------------------------------------
+
+
+def _serve(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+           during: Callable[[Any], None], opened: list[Any]) -> int:
+    """``kdstream api`` with uvicorn.run replaced by ``during(store)``; ``opened`` gets the
+    stores it opened. Returns the exit code."""
+    import kdstream.cli_serve as cli_serve
+
+    real_open = cli_serve._open_store
+
+    def open_store(store_url: str) -> Any:
+        opened.append(real_open(store_url))
+        return opened[-1]
+
+    monkeypatch.setattr(cli_serve, "_open_store", open_store)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: during(opened[-1]))
+    return main(["api", *argv])
+
+
+def test_serve_starts_and_stops_the_refresher(
+    monkeypatch: pytest.MonkeyPatch, url: str, stores: tuple[RedisStore, RedisStore]
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def during(store: Any) -> None:
+        _started(store)
+        seen.append(store.item_refresh_status())
+
+    opened: list[Any] = []
+    code = _serve(monkeypatch, ["--store", url, "--item-refresh-s", "0.05"], during, opened)
+    assert code == 0
+    assert seen[0]["running"] and seen[0]["max_age_s"] == pytest.approx(0.5)
+    assert not opened[0].item_refresh_status()["running"]  # stopped on shutdown
+    assert opened[0]._refresher is None
+
+
+def test_serve_stops_the_refresher_when_the_server_fails(
+    monkeypatch: pytest.MonkeyPatch, url: str, stores: tuple[RedisStore, RedisStore]
+) -> None:
+    def during(store: Any) -> None:
+        assert store.item_refresh_status()["running"]  # on by default
+        raise RuntimeError("port in use")
+
+    opened: list[Any] = []
+    with pytest.raises(RuntimeError, match="port in use"):
+        _serve(monkeypatch, ["--store", url], during, opened)
+    assert opened[0]._refresher is None
+    assert not any(t.name.startswith(THREAD) for t in threading.enumerate())
+
+
+def test_serve_without_the_refresher(
+    monkeypatch: pytest.MonkeyPatch, url: str, stores: tuple[RedisStore, RedisStore]
+) -> None:
+    running: list[bool] = []
+    opened: list[Any] = []
+    code = _serve(monkeypatch, ["--store", url, "--item-refresh-s", "0"],
+                  lambda store: running.append(store.item_refresh_status()["running"]), opened)
+    assert code == 0 and running == [False]
+    # a memory:// store has no refresher and serves as before
+    code = _serve(monkeypatch, ["--store", "memory://"], lambda store: None, opened)
+    assert code == 0 and not hasattr(opened[-1], "start_item_refresh")
+
+
+def test_serve_rejects_a_negative_period(monkeypatch: pytest.MonkeyPatch, url: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    opened: list[Any] = []
+    code = _serve(monkeypatch, ["--store", url, "--item-refresh-s", "-1"],
+                  lambda store: None, opened)
+    assert code == 2 and opened == []
+    assert "--item-refresh-s" in capsys.readouterr().err
