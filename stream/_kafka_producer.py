@@ -73,6 +73,14 @@ class KafkaEventProducer:
         Upper bound from ``send`` to a reported success or failure.
     max_block_ms
         How long ``send`` may block when the buffer is full or metadata is missing.
+    event_time_as_timestamp
+        Stamp each record with the ``ts`` given to :meth:`send` (Kafka's CreateTime) instead of
+        the time it is produced (the default). Off by default because a broker applies its
+        time-based retention (7 days unless configured) to record timestamps: a replayed log
+        whose events are years old would be deleted at the broker's next retention check,
+        minutes after the replay, before processors read it (and brokers that set
+        ``log.message.timestamp.before.max.ms`` refuse such records). The event time travels in
+        the record's JSON either way, and kdstream reads it from there.
     client
         An object with kafka-python's ``send``/``flush``/``close`` to use instead of building a
         ``KafkaProducer`` (tests inject fakes here).
@@ -108,6 +116,7 @@ class KafkaEventProducer:
         retries: int | None = None,
         delivery_timeout_ms: int = 120_000,
         max_block_ms: int = 60_000,
+        event_time_as_timestamp: bool = False,
         client: Any | None = None,
         **extra: Any,
     ) -> None:
@@ -128,6 +137,7 @@ class KafkaEventProducer:
         self._n_delivered = 0
         self._n_sent = 0
         self._closed = False
+        self.event_time_as_timestamp = event_time_as_timestamp
         if client is not None:
             self._client = client
             self.config: dict[str, Any] = {}
@@ -205,13 +215,16 @@ class KafkaEventProducer:
         key: bytes | str | None = None,
         ts: float | None = None,
     ) -> None:
-        """Queue one record; ``key`` picks the partition (murmur2), ``ts`` is epoch seconds."""
+        """Queue one record; ``key`` picks the partition (murmur2), ``ts`` is the event's epoch
+        seconds (the record's timestamp only with ``event_time_as_timestamp``)."""
         if self._closed:
             raise ServiceError("send on a closed KafkaEventProducer")
         from kafka.errors import KafkaError
 
         key_bytes = key.encode() if isinstance(key, str) else key
-        timestamp_ms = None if ts is None else round(ts * 1000)
+        timestamp_ms = None  # the producer's clock: see event_time_as_timestamp
+        if ts is not None and self.event_time_as_timestamp:
+            timestamp_ms = round(ts * 1000)
         try:
             future = self._client.send(topic, value=value, key=key_bytes, timestamp_ms=timestamp_ms)
         except KafkaError as exc:

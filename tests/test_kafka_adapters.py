@@ -149,9 +149,18 @@ def test_topic_specs() -> None:
         bootstrap_servers("kafka://nohost")
 
 
-def test_producer_encodes_keys_and_timestamps() -> None:
+def test_producer_stamps_records_when_produced_unless_asked_for_event_time() -> None:
+    """A replayed log's years-old event times as record timestamps would let the broker's
+    time-based retention delete the records at its next check: by default the record's
+    timestamp is the producer's clock (None here), with the option the event's."""
     client = FakeClient()
     producer = KafkaEventProducer("kafka://127.0.0.1:9092", client=client)
+    producer.send("t", b"v1", key="u1", ts=1.2345)
+    producer.close()
+    assert client.sent[0][1]["timestamp_ms"] is None
+    client = FakeClient()
+    producer = KafkaEventProducer("kafka://127.0.0.1:9092", client=client,
+                                  event_time_as_timestamp=True)
     producer.send("t", b"v1", key="u1", ts=1.2345)
     producer.send("t", b"v2", key=b"u2")
     producer.send("t", b"v3")

@@ -90,13 +90,35 @@ def test_existing_topic_with_other_partitions_is_reported(
     delete_topics(kafka_bootstrap, [name])
 
 
+def test_a_replayed_old_log_is_stamped_when_produced(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    """Events from 2003 (MovieLens) keep their time in the JSON, while the records carry the
+    time they were produced: the broker's time-based retention (7 days) measured the 2003
+    stamps and deleted a whole replay at its first check, half a minute after it started."""
+    from kdstream.replay import replay
+    from kdstream.stream import Event, decode_event
+
+    topic = f"{unique_prefix}.events"
+    create_topics(kafka_bootstrap, [TopicSpec(topic, 2)])
+    old = 1_046_000_000.0  # February 2003
+    before_ms = int(time.time() * 1000)
+    with KafkaEventProducer(kafka_bootstrap, linger_ms=5) as producer:
+        replay([Event(f"u{i}", f"i{i}", ts=old + i) for i in range(20)], producer,
+               topic=topic, progress=False)
+    records = _consume_all(kafka_bootstrap, topic, 2, 20)
+    assert sorted(decode_event(r.value).ts for r in records) == [old + i for i in range(20)]
+    assert min(r.timestamp for r in records) >= before_ms - 1_000  # our clock, not 2003's
+    delete_topics(kafka_bootstrap, [topic])
+
+
 def test_keyed_messages_round_trip_on_the_murmur2_partition(
     kafka_bootstrap: str, unique_prefix: str
 ) -> None:
     topic, n_partitions, n = f"{unique_prefix}.events", 4, 1000
     create_topics(kafka_bootstrap, [TopicSpec(topic, n_partitions)])
     t0 = 1_700_000_000.0
-    with KafkaEventProducer(kafka_bootstrap, linger_ms=5) as producer:
+    with KafkaEventProducer(kafka_bootstrap, linger_ms=5, event_time_as_timestamp=True) as producer:
         for i in range(n):
             key = f"user{i % 37}" if i % 2 else f"user{i % 37}".encode()
             producer.send(topic, f"{i}".encode(), key=key, ts=t0 + i)

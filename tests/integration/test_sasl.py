@@ -145,15 +145,21 @@ def _engines_learn(replayed: Replayed, engines: tuple[str, ...] = ("kafka", "fau
 
     # the engines at once, each in its own group and namespace: each learns every event
     procs = {engine: _processor(replayed, engine, replayed.env) for engine in engines}
-    for engine, proc in procs.items():
-        rc, out, err = _done(proc, 60)
-        assert rc == 0, f"{engine}: {err[-3000:]}"
-        stats = out.strip().splitlines()[-1]
-        assert f'"learned": {N_EVENTS},' in stats, (engine, stats)
-        store = RedisStore(replayed.redis_url, namespace=f"{replayed.prefix}-{engine}")
-        user = sorted(replayed.users)[0]
-        vector = store.user_vector(user)
-        assert vector is not None and float(abs(vector).sum()) > 0, engine
+    try:
+        for engine, proc in procs.items():
+            rc, out, err = _done(proc, 60)
+            assert rc == 0, f"{engine}: {err[-3000:]}"
+            stats = out.strip().splitlines()[-1]
+            assert f'"learned": {N_EVENTS},' in stats, (engine, stats, err[-3000:])
+            store = RedisStore(replayed.redis_url, namespace=f"{replayed.prefix}-{engine}")
+            user = sorted(replayed.users)[0]
+            vector = store.user_vector(user)
+            assert vector is not None and float(abs(vector).sum()) > 0, engine
+    finally:  # a failure above must not leave the other engine running into later tests
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 @pytest.fixture(scope="module")
