@@ -12,6 +12,7 @@ from kdstream.errors import ConfigError, ModelError
 from kdstream.types import FloatArray
 
 from ._store import (
+    RankedPopularity,
     StaleItemBase,
     StoreBatch,
     appended_ids,
@@ -76,6 +77,8 @@ class MemoryStore:
         self._seen: dict[str, set[str]] = {}
         self._last_ts: dict[str, float] = {}
         self._popularity: FloatArray | None = None
+        # _popularity with its cold-start prefix, built on the first ranked read after a write
+        self._ranked = RankedPopularity(None)
         self._offsets: dict[str, int] = {}
         self._versions: dict[str, int] = {}
         self._ledger: list[str] = []
@@ -275,6 +278,14 @@ class MemoryStore:
         """Popularity aligned with the item index (read-only), or None."""
         with self._lock:
             return self._popularity
+
+    def popularity_ranked(self) -> tuple[FloatArray | None, np.ndarray | None]:
+        """``(popularity, its popularity_prefix)`` for cold-start top-k; the prefix is
+        computed once per popularity write (stored arrays are replaced, never changed)."""
+        with self._lock:
+            if self._ranked.values is not self._popularity:
+                self._ranked = RankedPopularity(self._popularity)
+            return self._ranked.values, self._ranked.prefix()
 
     def applied_offset(self, topic: str, partition: int) -> int | None:
         """The highest next-offset applied for ``topic:partition``, or None."""

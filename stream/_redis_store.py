@@ -8,6 +8,9 @@ Keys, all under ``<namespace>:`` (the namespace allows no ``:``, so two never co
     offsets            hash  "topic:partition" -> next offset applied (kept at the max)
     versions           hash  model versions, e.g. student, teacher
     pop                str   popularity, float32 blob aligned with the item index
+    pop:ver            str   a random token, new with every write of pop (same MULTI/EXEC):
+                             readers re-read pop only when it changed (absent: written
+                             before versions existed, read whole every time)
     item:ids           list  item ids in index order (the id -> index map's inverse)
     item:idblob        str   the same ids, each followed by "\\n": one GET for readers
     item:index         hash  item id -> index
@@ -46,6 +49,12 @@ Design choices, and why:
   each item sync (a copy of the whole table), off its requests:
   :meth:`RedisStore.start_item_refresh` runs them in a daemon thread, and requests read its
   snapshot while it is at most ``max_age_s`` old (else the inline path).
+- Readers cache popularity (the cold-start scores; 4 MB at a million items) by ``pop:ver``,
+  with its :func:`~kdstream.stream._store.popularity_prefix` (the top items, computed once
+  per version): a cold-start request costs one GET of the version (and the blob only when it
+  changed), none while the item refresher runs, which refreshes it too. The version is a
+  random token, not a counter: a counter would restart after a clear and let a reader take a
+  new blob for the one it cached.
 - A processor's item sync costs the rows that changed, not the table: every delta push
   records its rows' new version in the ``item:rowver`` sorted set, and
   :meth:`RedisStore.pull_items_since` reads, in one Lua script (so of one version), the rows
@@ -86,6 +95,7 @@ from kdstream.errors import ConfigError, ModelError, ServiceError
 from kdstream.types import FloatArray
 
 from ._store import (
+    RankedPopularity,
     StaleItemBase,
     StoreBatch,
     appended_ids,
@@ -479,6 +489,10 @@ class RedisStore:
         self._refresh_stop = threading.Event()
         self._refresh_max_age_s = 0.0
         self._refresh_errors = 0
+        # popularity by pop:ver token, replaced whole: (token, snapshot); and the refresher's
+        # (monotonic time of its check, snapshot), as _served
+        self._pop_cache: tuple[bytes, RankedPopularity] | None = None
+        self._served_pop: tuple[float, RankedPopularity] | None = None
 
     # -- keys and plumbing ------------------------------------------------------------------
 
@@ -542,6 +556,8 @@ class RedisStore:
                 deleted += int(self._client.unlink(*batch))
         self._cache = None
         self._served = None
+        self._pop_cache = None
+        self._served_pop = None
         return deleted
 
     # -- writes -----------------------------------------------------------------------------
@@ -831,6 +847,7 @@ class RedisStore:
                 pipe.hset(k("item", "meta"), "source", int(source))
         if plan.get("popularity") is not None:
             pipe.set(k("pop"), plan["popularity"].tobytes())
+            pipe.set(k("pop", "ver"), uuid.uuid4().hex)  # readers' caches go stale
         if users:
             pipe.hset(k("uvec"), mapping={u: v.tobytes() for u, v in users.items()})
         seen_keys, seen_args = [], []
@@ -1142,13 +1159,15 @@ class RedisStore:
         """Keep the cached item table current in a daemon thread, off the request path.
 
         Every ``every_s`` the thread does what a request did inline: read the table's
-        version and, when it changed, pull the changed rows and build the new table. While
-        its last successful check is at most ``max_age_s`` old (default ``10 * every_s``),
-        :meth:`item_table_shared` and :meth:`item_table` hand out its snapshot without a
-        Redis call; past that (a refresher stuck or failing, Redis away) they take the
-        inline path again, so a dead refresher never serves an arbitrarily stale table. A
-        failed check is logged and retried after a backoff (doubling, at most 5 s); the
-        thread keeps going until :meth:`stop_item_refresh` or :meth:`close`.
+        version and, when it changed, pull the changed rows and build the new table; and
+        the same for popularity (computing its cold-start prefix). While its last successful
+        check is at most ``max_age_s`` old (default ``10 * every_s``),
+        :meth:`item_table_shared`, :meth:`item_table`, :meth:`popularity` and
+        :meth:`popularity_ranked` hand out its snapshots without a Redis call; past that (a
+        refresher stuck or failing, Redis away) they take the inline path again, so a dead
+        refresher never serves an arbitrarily stale table. A failed check is logged and
+        retried after a backoff (doubling, at most 5 s); the thread keeps going until
+        :meth:`stop_item_refresh` or :meth:`close`.
         """
         for name, value in (("every_s", every_s), ("max_age_s", max_age_s)):
             if value is None and name == "max_age_s":
@@ -1176,6 +1195,7 @@ class RedisStore:
         self._refresh_stop.set()
         with self._cache_lock:
             self._served = None
+            self._served_pop = None
         thread.join(timeout_s)
         if thread.is_alive():  # a check blocked on Redis: a daemon, it ends with the process
             _log.warning("%r: the item refresher did not stop within %.1fs", self, timeout_s)
@@ -1199,6 +1219,9 @@ class RedisStore:
             checked_at = time.monotonic()
             try:
                 table = self._table()
+                pop = self._popularity_now(versioned_only=True)
+                if pop is not None:
+                    pop.prefix()  # off the request path
             except Exception as exc:  # the thread must outlive any failure
                 failures += 1
                 self._refresh_errors += 1
@@ -1212,6 +1235,8 @@ class RedisStore:
                 if stop.is_set():
                     break
                 self._served = (checked_at, table)
+                # unversioned popularity (an older writer's): requests read it, as before
+                self._served_pop = None if pop is None else (checked_at, pop)
             if failures:
                 _log.warning("%r: item refresh recovered after %d failures", self, failures)
             failures, delay = 0, every_s
@@ -1241,10 +1266,56 @@ class RedisStore:
         return None if raw is None else float(raw)
 
     def popularity(self) -> FloatArray | None:
-        """Popularity aligned with the item index (read-only), or None."""
+        """Popularity aligned with the item index (read-only, never changed), or None.
+
+        Cached by its version (``pop:ver``): one small GET unless it changed; none
+        while the item refresher's snapshot is at most ``max_age_s`` old."""
+        return self._popularity_served().values
+
+    def popularity_ranked(self) -> tuple[FloatArray | None, np.ndarray | None]:
+        """``(popularity, its popularity_prefix)`` for cold-start top-k, of one snapshot; the
+        prefix is computed once per version, and None for popularity written without a
+        version (by an older kdstream): read per request, its prefix would cost what it
+        saves."""
+        pop = self._popularity_served()
+        return pop.values, pop.prefix()
+
+    def _popularity_served(self) -> RankedPopularity:
+        """The refresher's snapshot while fresh enough, else :meth:`_popularity_now`."""
+        served = self._served_pop
+        if served is not None and time.monotonic() - served[0] <= self._refresh_max_age_s:
+            return served[1]
+        pop = self._popularity_now()
+        assert pop is not None  # versioned_only=False
+        return pop
+
+    def _popularity_now(self, versioned_only: bool = False) -> RankedPopularity | None:
+        """Popularity of now: the cached snapshot while ``pop:ver`` still names it (one GET of
+        the token), else a new one read with its token in one MULTI/EXEC (not cached without
+        a token). ``versioned_only``: None instead of reading a blob that has no token.
+
+        Not a Lua script that returns the blob when the token changed: a 4 MB script reply
+        took 5.7 ms, a GET 1.0 ms."""
+        cached = self._pop_cache
+        ver, pop_key = self._k("pop", "ver"), self._k("pop")
         with self._errors("popularity"):
-            raw = self._client.get(self._k("pop"))
-        return None if raw is None else np.frombuffer(raw, dtype=_F32)
+            token = self._client.get(ver)
+            if cached is not None and token == cached[0]:
+                return cached[1]
+            if token is None:  # written before versions (or never): read it, as before
+                if versioned_only:
+                    return None
+                raw = self._client.get(pop_key)
+            else:
+                with self._client.pipeline(transaction=True) as pipe:
+                    pipe.get(ver)
+                    pipe.get(pop_key)
+                    token, raw = pipe.execute()
+        values = None if raw is None else np.frombuffer(raw, dtype=_F32)
+        pop = RankedPopularity(values, ranked=token is not None)
+        if token is not None:  # racing reads may cache an older one: the next check replaces it
+            self._pop_cache = (token, pop)
+        return pop
 
     def applied_offset(self, topic: str, partition: int) -> int | None:
         """The highest next-offset applied for ``topic:partition``, or None."""

@@ -270,6 +270,81 @@ class Store(Protocol):
         ...
 
 
+# the popularity prefix a store caches per popularity version: at least this many items
+_POP_PREFIX_MIN = 1024
+# and at least this share of the catalogue (1 / _POP_PREFIX_SHARE), for users with many seen
+_POP_PREFIX_SHARE = 100
+
+
+def popularity_prefix(values: np.ndarray) -> np.ndarray:
+    """The first ``min(n, max(1024, n // 100))`` item indices in cold-start order (popularity
+    descending, then index ascending), as :func:`top_k_from_store` ranks them; read-only.
+
+    One argpartition over the catalogue and a sort of the prefix: a store computes it once
+    per popularity version, so cold-start requests need not scan the catalogue."""
+    n = len(values)
+    m = min(n, max(_POP_PREFIX_MIN, n // _POP_PREFIX_SHARE))
+    if m == 0:
+        out = np.empty(0, dtype=np.int64)
+    else:
+        scores = np.asarray(values, dtype=np.float32)
+        if m < n:
+            # the m-th best score; keep everything tied with it so ties break by index below
+            part = np.argpartition(-scores, m - 1)[:m]
+            pick = np.flatnonzero(scores >= scores[part].min())
+        else:
+            pick = np.arange(n)
+        # flatnonzero is ascending: a stable sort keeps index order among equal scores
+        out = pick[np.argsort(-scores[pick], kind="stable")][:m].astype(np.int64, copy=False)
+    out.setflags(write=False)
+    return out
+
+
+class RankedPopularity:
+    """A popularity snapshot (``values``, never changed) and its :func:`popularity_prefix`,
+    computed on first use. Two threads may both compute it: same result, either is kept.
+    ``ranked=False``: a snapshot used once, whose prefix would not pay for itself."""
+
+    __slots__ = ("_prefix", "_ranked", "values")
+
+    def __init__(self, values: FloatArray | None, ranked: bool = True) -> None:
+        self.values = values
+        self._ranked = ranked
+        self._prefix: np.ndarray | None = None
+
+    def prefix(self) -> np.ndarray | None:
+        """The prefix; None without popularity or for an unranked snapshot."""
+        if self.values is None or not self._ranked:
+            return None
+        if self._prefix is None:
+            self._prefix = popularity_prefix(self.values)
+        return self._prefix
+
+
+def _seen_indices(store: Store, seen: set[str], n: int) -> np.ndarray | None:
+    """Indices (< n) of the seen items via the store's id -> index map, O(|seen|); None for
+    a store without one."""
+    indices = getattr(store, "item_indices", None)
+    if indices is None:
+        return None
+    found = np.asarray(indices(list(seen)), dtype=np.int64)
+    return found[(found >= 0) & (found < n)]
+
+
+def _top_from_prefix(
+    prefix: np.ndarray, n: int, k: int, excluded: np.ndarray
+) -> np.ndarray | None:
+    """The top ``k`` of the cold-start order, excluded items skipped, from the cached prefix;
+    None when the prefix may not hold them (then the full ranking answers)."""
+    # at most len(excluded) of the first k + len(excluded) items are skipped
+    head = prefix[: k + len(excluded)]
+    if len(excluded):
+        head = head[~np.isin(head, excluded)]
+    if len(head) < k and len(prefix) < n:
+        return None
+    return head[:k]
+
+
 def top_k_from_store(
     store: Store, user: str, k: int, exclude_seen: bool = True
 ) -> tuple[list[str], FloatArray]:
@@ -279,6 +354,10 @@ def top_k_from_store(
     (or, without popularity, the item bias). Seen items are excluded when ``exclude_seen``.
     Ties break by item index, so results are deterministic. Returns ``([], empty)`` when
     there are no items.
+
+    A store with ``popularity_ranked()`` (``(popularity, its popularity_prefix or None)``)
+    answers a user without a vector from the cached prefix when it holds the answer, without
+    ranking the catalogue; the result is the same.
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
         raise ConfigError(f"k: expected an integer >= 0, got {k!r}")
@@ -290,27 +369,30 @@ def top_k_from_store(
     if n == 0 or k == 0:
         return [], np.empty(0, dtype=np.float32)
     query = store.user_vector(user)
+    seen = store.seen(user) if exclude_seen else set()
+    found = _seen_indices(store, seen, n) if seen else np.empty(0, dtype=np.int64)
     if query is not None:
         scores = vectors @ query.astype(np.float32, copy=False) + bias
     else:
-        pop = store.popularity()
+        ranked = getattr(store, "popularity_ranked", None)
+        pop, prefix = ranked() if ranked is not None else (store.popularity(), None)
         if pop is not None and len(pop) == n:
+            if prefix is not None and found is not None:
+                top = _top_from_prefix(prefix, n, int(k), found)
+                if top is not None:
+                    return [ids[i] for i in top], pop[top].astype(np.float32, copy=False)
             scores = pop.astype(np.float32, copy=True)
         else:  # no (or stale) popularity: the learned bias is the next-best prior
             scores = bias.astype(np.float32, copy=True)
     scores = np.asarray(scores, dtype=np.float32)
     candidates = np.arange(n)
-    if exclude_seen:
-        seen = store.seen(user)
-        if seen:
+    if seen:
+        if found is not None:  # a store with an id -> index map: O(|seen|), not O(n)
             keep = np.ones(n, dtype=bool)
-            indices = getattr(store, "item_indices", None)
-            if indices is not None:  # a store with an id -> index map: O(|seen|), not O(n)
-                found = np.asarray(indices(list(seen)), dtype=np.int64)
-                keep[found[(found >= 0) & (found < n)]] = False
-            else:
-                keep = np.fromiter((i not in seen for i in ids), dtype=bool, count=n)
-            candidates = candidates[keep]
+            keep[found] = False
+        else:
+            keep = np.fromiter((i not in seen for i in ids), dtype=bool, count=n)
+        candidates = candidates[keep]
     if candidates.size == 0:
         return [], np.empty(0, dtype=np.float32)
     cand_scores = scores[candidates]
@@ -329,10 +411,12 @@ def top_k_from_store(
 
 
 __all__ = [
+    "RankedPopularity",
     "StaleItemBase",
     "Store",
     "StoreBatch",
     "offset_key",
     "parse_offset_key",
+    "popularity_prefix",
     "top_k_from_store",
 ]
