@@ -54,6 +54,31 @@ def _processor(
     )
 
 
+def _wait_for_members(bootstrap: str, group: str, n: int, timeout: float = 60) -> None:
+    """Until ``group`` is stable with ``n`` members (a fixed sleep raced a slow start: the first
+    processor took every partition and drained them before the second one joined)."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + timeout
+        seen: object = "no answer yet"
+        while time.monotonic() < deadline:
+            try:  # before the first member joins, the group has no coordinator yet
+                (info,) = admin.describe_consumer_groups([group])
+            except KafkaError as exc:
+                seen = exc
+            else:
+                if info.state == "Stable" and len(info.members) == n:
+                    return
+                seen = (info.state, len(info.members))
+            time.sleep(0.2)
+        pytest.fail(f"group {group} did not reach {n} stable members in {timeout}s: {seen}")
+    finally:
+        admin.close()
+
+
 def _finish(proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, int]:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-3000:]
@@ -184,7 +209,7 @@ def test_two_processors_split_the_partitions_and_learn_every_event(
         _processor(kafka_bootstrap, redis_url, unique_prefix, topics, 8.0, group=group)
         for _ in range(2)
     ]
-    time.sleep(3)  # let both join the group before data arrives
+    _wait_for_members(kafka_bootstrap, group, 2)  # both hold partitions before data arrives
     _produce(kafka_bootstrap, topics["events"], [(e.user, encode_event(e)) for e in events])
     stats = [_finish(p) for p in procs]
     store = RedisStore(redis_url, namespace=unique_prefix)
