@@ -29,7 +29,15 @@ from ._log import (
 )
 from ._memory_store import MemoryStore
 from ._redis_store import RedisStore, mask_url
-from ._store import Store, StoreBatch, offset_key, parse_offset_key, top_k_from_store
+from ._store import (
+    Store,
+    StoreBatch,
+    UserView,
+    offset_key,
+    parse_offset_key,
+    top_k_from_store,
+    user_view,
+)
 
 __all__ = [
     "DEFAULT_DLQ_TOPIC",
@@ -52,6 +60,7 @@ __all__ = [
     "SoftLabels",
     "Store",
     "StoreBatch",
+    "UserView",
     "decode_event",
     "decode_many",
     "decode_records",
@@ -64,6 +73,7 @@ __all__ = [
     "parse_offset_key",
     "partition_for_key",
     "top_k_from_store",
+    "user_view",
 ]
 
 from ._store import StaleItemBase

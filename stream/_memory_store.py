@@ -15,6 +15,7 @@ from ._store import (
     RankedPopularity,
     StaleItemBase,
     StoreBatch,
+    UserView,
     appended_ids,
     check_item_update,
     offset_key,
@@ -273,6 +274,12 @@ class MemoryStore:
         """Time of the user's latest event, or None."""
         with self._lock:
             return self._last_ts.get(user)
+
+    def user_view(self, user: str) -> UserView:
+        """The user's vector, seen items, last event time and the versions, of one moment."""
+        with self._lock:
+            return UserView(self._users.get(user), set(self._seen.get(user, ())),
+                            self._last_ts.get(user), dict(self._versions))
 
     def popularity(self) -> FloatArray | None:
         """Popularity aligned with the item index (read-only), or None."""

@@ -98,6 +98,7 @@ from ._store import (
     RankedPopularity,
     StaleItemBase,
     StoreBatch,
+    UserView,
     appended_ids,
     check_item_update,
     offset_key,
@@ -1264,6 +1265,24 @@ class RedisStore:
         with self._errors("last_event_ts"):
             raw = self._client.hget(self._k("lastts"), str(user))
         return None if raw is None else float(raw)
+
+    def user_view(self, user: str) -> UserView:
+        """:func:`~kdstream.stream._store.user_view`: the user's vector, seen items and last
+        event time and the versions in one round trip (a pipeline, no transaction: each
+        read is of its own moment, as the four separate reads were)."""
+        user = str(user)
+        with self._errors("user_view"), self._client.pipeline(transaction=False) as pipe:
+            pipe.hget(self._k("uvec"), user)
+            pipe.smembers(self._k("seen", user))
+            pipe.hget(self._k("lastts"), user)
+            pipe.hgetall(self._k("versions"))
+            raw_vec, raw_seen, raw_ts, raw_versions = pipe.execute()
+        return UserView(
+            None if raw_vec is None else np.frombuffer(raw_vec, dtype=_F32),
+            {b.decode() for b in raw_seen},
+            None if raw_ts is None else float(raw_ts),
+            {k.decode(): int(v) for k, v in raw_versions.items()},
+        )
 
     def popularity(self) -> FloatArray | None:
         """Popularity aligned with the item index (read-only, never changed), or None.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -345,8 +345,28 @@ def _top_from_prefix(
     return head[:k]
 
 
+class UserView(NamedTuple):
+    """What serving one request reads about its user, of one moment where the store can."""
+
+    vector: FloatArray | None
+    seen: set[str]
+    last_event_ts: float | None
+    versions: dict[str, int]
+
+
+def user_view(store: Store, user: str) -> UserView:
+    """The user's vector, seen items and last event time, and the model versions: in one
+    round trip on a store with ``user_view`` (RedisStore pipelines the four reads), else by
+    the four reads of the :class:`Store` protocol."""
+    own = getattr(store, "user_view", None)
+    if own is not None:
+        return own(user)  # type: ignore[no-any-return]
+    return UserView(store.user_vector(user), store.seen(user), store.last_event_ts(user),
+                    store.versions())
+
+
 def top_k_from_store(
-    store: Store, user: str, k: int, exclude_seen: bool = True
+    store: Store, user: str, k: int, exclude_seen: bool = True, view: UserView | None = None
 ) -> tuple[list[str], FloatArray]:
     """Top-``k`` items for ``user`` from any :class:`Store`.
 
@@ -357,7 +377,8 @@ def top_k_from_store(
 
     A store with ``popularity_ranked()`` (``(popularity, its popularity_prefix or None)``)
     answers a user without a vector from the cached prefix when it holds the answer, without
-    ranking the catalogue; the result is the same.
+    ranking the catalogue; the result is the same. ``view``: the user's vector and seen items
+    already read (:func:`user_view`), so the store is not asked again.
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
         raise ConfigError(f"k: expected an integer >= 0, got {k!r}")
@@ -368,8 +389,11 @@ def top_k_from_store(
     n = len(vectors)
     if n == 0 or k == 0:
         return [], np.empty(0, dtype=np.float32)
-    query = store.user_vector(user)
-    seen = store.seen(user) if exclude_seen else set()
+    query = store.user_vector(user) if view is None else view.vector
+    if not exclude_seen:
+        seen: set[str] = set()
+    else:
+        seen = store.seen(user) if view is None else view.seen
     found = _seen_indices(store, seen, n) if seen else np.empty(0, dtype=np.int64)
     if query is not None:
         scores = vectors @ query.astype(np.float32, copy=False) + bias
@@ -415,8 +439,10 @@ __all__ = [
     "StaleItemBase",
     "Store",
     "StoreBatch",
+    "UserView",
     "offset_key",
     "parse_offset_key",
     "popularity_prefix",
     "top_k_from_store",
+    "user_view",
 ]

@@ -362,3 +362,20 @@ def test_bad_partial_updates_write_nothing() -> None:
 
 def test_partial_updates_check_the_source_version() -> None:
     check_source_versions(MemoryStore())
+
+
+def test_user_view_is_the_four_reads_of_one_moment() -> None:
+    from kdstream.stream import user_view
+
+    store = MemoryStore()
+    store.write_batch(StoreBatch(
+        user_vectors={"u": np.ones(4, np.float32)}, seen={"u": ["a", "b"]},
+        last_event_ts={"u": 7.0}, versions={"student": 3},
+    ))  # fmt: skip
+    view = user_view(store, "u")
+    assert view.seen == store.seen("u") == {"a", "b"} and view.last_event_ts == 7.0
+    np.testing.assert_array_equal(view.vector, store.user_vector("u"))
+    assert view.versions == store.versions() == {"student": 3}
+    view.seen.add("c")  # a copy: the store's set is not the view's
+    assert store.seen("u") == {"a", "b"}
+    assert user_view(store, "nobody") == (None, set(), None, {"student": 3})

@@ -166,6 +166,39 @@ def test_requests_make_no_redis_call_for_the_table(
     assert calls.refresher > 0  # the version checks went on meanwhile
 
 
+def test_a_request_reads_its_user_in_one_round_trip(
+    stores: tuple[RedisStore, RedisStore], calls: Calls
+) -> None:
+    """With the refresher holding the table, a served request is one Redis round trip (its
+    user's vector, seen items and last event time and the versions, pipelined; five separate
+    reads before), with the answer the separate reads give."""
+    from kdstream.api._service import StoreServingService
+    from kdstream.stream import top_k_from_store, user_view
+
+    writer, reader = stores
+    rng = np.random.default_rng(1)
+    writer.write_batch(StoreBatch(
+        user_vectors={"u": rng.normal(size=D).astype(np.float32)},
+        seen={"u": ["i3", "i9"]}, last_event_ts={"u": 123.5}, versions={"student": 4, "teacher": 2},
+    ))  # fmt: skip
+    reader.start_item_refresh(every_s=0.01, max_age_s=60.0)
+    _started(reader)
+    service = StoreServingService(reader)
+    view = user_view(reader, "u")
+    assert view.seen == reader.seen("u") == {"i3", "i9"} and view.last_event_ts == 123.5
+    np.testing.assert_array_equal(view.vector, reader.user_vector("u"))
+    assert view.versions == reader.versions() and view.versions["student"] == 4
+    calls.main = 0
+    rec = service.recommend("u", 5)
+    assert calls.main == 1
+    ids, scores = top_k_from_store(reader, "u", 5)
+    assert rec.items == ids and rec.scores == [float(x) for x in scores]
+    assert not set(rec.items) & {"i3", "i9"} and not rec.cold_start
+    assert (rec.student_version, rec.teacher_version, rec.last_event_ts) == (4, 2, 123.5)
+    cold = service.recommend("nobody", 5)
+    assert cold.cold_start and cold.last_event_ts is None and len(cold.items) == 5
+
+
 def test_a_failing_refresher_keeps_serving_and_recovers(
     stores: tuple[RedisStore, RedisStore], calls: Calls, caplog: pytest.LogCaptureFixture
 ) -> None:

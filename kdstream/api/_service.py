@@ -32,6 +32,8 @@ from kdstream.stream import (
     Store,
     decode_event,
     encode_event,
+    top_k_from_store,
+    user_view,
 )
 
 from ._metrics import Histogram, Sample, render_histogram, render_samples
@@ -556,17 +558,17 @@ class StoreServingService:
         self._lock = threading.Lock()
 
     def recommend(self, user: str, k: int, exclude_seen: bool = True) -> Recommendation:
-        cold = self.store.user_vector(user) is None
-        ids, scores = self.store.recommend(user, k, exclude_seen)
-        versions = self.store.versions()
+        # the user's reads in one round trip where the store can (RedisStore: five before)
+        view = user_view(self.store, user)
+        ids, scores = top_k_from_store(self.store, user, k, exclude_seen, view=view)
         return Recommendation(
             user=user,
             items=list(ids),
             scores=[float(s) for s in scores],
-            cold_start=cold,
-            student_version=int(versions.get("student", 0)),
-            teacher_version=int(versions.get("teacher", 0)),
-            last_event_ts=self.store.last_event_ts(user),
+            cold_start=view.vector is None,
+            student_version=int(view.versions.get("student", 0)),
+            teacher_version=int(view.versions.get("teacher", 0)),
+            last_event_ts=view.last_event_ts,
         )
 
     def ingest(self, records: Sequence[RawRecord]) -> IngestResult:
