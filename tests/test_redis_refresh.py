@@ -1,23 +1,28 @@
 """RedisStore's background item refresher (``start_item_refresh``) against a throwaway
 redis-server (``password_redis``, tests/conftest.py; skipped where none is installed): partial
 item rows reach readers without a request, requests make no Redis call for the table, a
-failing or stuck refresher neither dies nor serves past its staleness bound, and
-``kdstream api --store redis://...`` starts and stops it.
+failing or stuck refresher neither dies nor serves past its staleness bound,
+``kdstream api --store redis://...`` starts and stops it, and the API's ``/metrics`` and
+``/healthz`` report it (degraded past its bound), and say nothing of it without one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import redis.connection
 import uvicorn
 
+from kdstream.api import StoreServingService, create_app
 from kdstream.cli import main
 from kdstream.errors import ConfigError, ServiceError
 from kdstream.stream import StoreBatch
@@ -172,7 +177,6 @@ def test_a_request_reads_its_user_in_one_round_trip(
     """With the refresher holding the table, a served request is one Redis round trip (its
     user's vector, seen items and last event time and the versions, pipelined; five separate
     reads before), with the answer the separate reads give."""
-    from kdstream.api._service import StoreServingService
     from kdstream.stream import top_k_from_store, user_view
 
     writer, reader = stores
@@ -363,3 +367,159 @@ def test_serve_rejects_a_negative_period(monkeypatch: pytest.MonkeyPatch, url: s
                   lambda store: None, opened)
     assert code == 2 and opened == []
     assert "--item-refresh-s" in capsys.readouterr().err
+
+
+# -- what /metrics and /healthz say about it ----------------------------------------------
+
+
+def _call(app: Any, path: str) -> httpx.Response:
+    """``GET path`` through httpx's ASGI transport (as tests/test_api.py does)."""
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.get(path)
+
+    return asyncio.run(go())
+
+
+def _refresh_metrics(text: str) -> dict[str, float]:
+    """The ``kdstream_item_refresh_*`` samples of a metrics text, each with HELP and TYPE."""
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("kdstream_item_refresh_"):
+            name, value = line.split(" ")
+            assert f"# HELP {name} " in text and f"# TYPE {name} " in text
+            values[name] = float(value)
+    return values
+
+
+REFRESH_METRICS = {
+    "kdstream_item_refresh_running", "kdstream_item_refresh_age_seconds",
+    "kdstream_item_refresh_max_age_seconds", "kdstream_item_refresh_errors_total",
+}
+
+
+def test_metrics_and_health_of_a_running_refresher(
+    stores: tuple[RedisStore, RedisStore]
+) -> None:
+    _, reader = stores
+    reader.start_item_refresh(every_s=0.01, max_age_s=30.0)
+    _started(reader)
+    service = StoreServingService(reader)
+    app = create_app(service)
+    r = _call(app, "/metrics")
+    assert r.status_code == 200
+    values = _refresh_metrics(r.text)
+    assert set(values) == REFRESH_METRICS
+    assert "# TYPE kdstream_item_refresh_errors_total counter" in r.text
+    assert "# TYPE kdstream_item_refresh_age_seconds gauge" in r.text
+    assert values["kdstream_item_refresh_running"] == 1
+    assert 0 <= values["kdstream_item_refresh_age_seconds"] < 5.0
+    assert values["kdstream_item_refresh_max_age_seconds"] == 30
+    assert values["kdstream_item_refresh_errors_total"] == 0
+    r = _call(app, "/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    check = r.json()["checks"]["item_refresh"]
+    assert check["ok"] and check["running"] and check["reason"] is None
+    assert 0 <= check["age_s"] < 5.0 and check["max_age_s"] == 30 and check["errors"] == 0
+
+
+def test_a_stuck_refresher_degrades_health_and_recovers(
+    stores: tuple[RedisStore, RedisStore]
+) -> None:
+    writer, reader = stores
+    mode: dict[str, Any] = {}
+    _flaky(reader, mode)
+    reader.start_item_refresh(every_s=0.01, max_age_s=0.3)
+    _started(reader)
+    service = StoreServingService(reader)
+    assert service.health()["status"] == "ok"
+    mode["block"] = threading.Event()  # the refresher hangs in its next check
+    _wait(lambda: service.health()["status"] == "degraded")
+    report = _call(create_app(service), "/healthz")
+    assert report.status_code == 200  # degraded, not down: requests still work
+    body = report.json()
+    check = body["checks"]["item_refresh"]
+    assert body["status"] == "degraded" and not check["ok"] and check["running"]
+    assert check["age_s"] > 0.3 and "old (> max_age_s)" in check["reason"]
+    assert all(body["checks"][name]["ok"] for name in ("broker", "store", "teacher"))
+    assert service.recommend("nobody", 3).cold_start  # served inline meanwhile
+    age = _refresh_metrics(service.metrics_text())["kdstream_item_refresh_age_seconds"]
+    assert age > 0.3
+    mode["block"].set()
+    _wait(lambda: service.health()["status"] == "ok")
+    writer.write_batch(_rows([2], 1.0))  # and the refresher works again
+    _wait(lambda: _has(reader, [2], 1.0))
+
+
+def test_a_failing_refresher_reports_its_errors(stores: tuple[RedisStore, RedisStore]) -> None:
+    _, reader = stores
+    mode: dict[str, Any] = {}
+    _flaky(reader, mode)
+    reader.start_item_refresh(every_s=0.01, max_age_s=0.3)
+    _started(reader)
+    service = StoreServingService(reader)
+    mode["raise"] = ServiceError("Redis went away")
+    _wait(lambda: service.health()["status"] == "degraded")
+    check = service.health()["checks"]["item_refresh"]
+    assert check["errors"] >= 1 and check["running"] and "old" in check["reason"]
+    errors = _refresh_metrics(service.metrics_text())["kdstream_item_refresh_errors_total"]
+    assert errors >= check["errors"]  # a counter: never less than an earlier reading
+    mode["raise"] = None
+    _wait(lambda: service.health()["status"] == "ok", timeout_s=10.0)  # after its backoff
+
+
+def test_no_first_snapshot_degrades_after_the_bound(stores: tuple[RedisStore, RedisStore]) -> None:
+    _, reader = stores
+    mode: dict[str, Any] = {"block": threading.Event()}
+    _flaky(reader, mode)  # the first check hangs: running, no snapshot
+    reader.start_item_refresh(every_s=0.01, max_age_s=0.2)
+    service = StoreServingService(reader)
+    first = service.health()
+    assert first["status"] == "ok" and first["checks"]["item_refresh"]["age_s"] is None
+    assert math.isnan(_refresh_metrics(service.metrics_text())["kdstream_item_refresh_age_seconds"])
+    _wait(lambda: service.health()["status"] == "degraded")
+    check = service.health()["checks"]["item_refresh"]
+    assert check["age_s"] is None and "no snapshot" in check["reason"]
+    mode["block"].set()
+    _wait(lambda: service.health()["status"] == "ok")
+
+
+def test_a_dead_refresher_thread_is_not_ok(stores: tuple[RedisStore, RedisStore]) -> None:
+    _, reader = stores
+    reader.start_item_refresh(every_s=0.01, max_age_s=30.0)
+    _started(reader)
+    thread = reader._refresher
+    assert thread is not None
+    # the thread ends without stop_item_refresh (as on a BaseException): its snapshot stays
+    reader._refresh_stop.set()
+    thread.join(5.0)
+    assert not thread.is_alive()
+    service = StoreServingService(reader)
+    report = service.health()
+    check = report["checks"]["item_refresh"]
+    assert report["status"] == "degraded" and not check["running"]
+    assert "not running" in check["reason"]
+    assert _refresh_metrics(service.metrics_text())["kdstream_item_refresh_running"] == 0
+
+
+def test_without_a_refresher_health_and_metrics_are_as_before(
+    stores: tuple[RedisStore, RedisStore]
+) -> None:
+    from kdstream.stream import MemoryStore
+
+    _, reader = stores
+    for store in (MemoryStore(), reader):  # no refresher; one never started
+        service = StoreServingService(store)
+        app = create_app(service)
+        body = _call(app, "/healthz").json()
+        assert body["status"] == "ok" and set(body["checks"]) == {"broker", "store", "teacher"}
+        assert "kdstream_item_refresh" not in _call(app, "/metrics").text
+    reader.start_item_refresh(every_s=0.01)
+    _started(reader)
+    service = StoreServingService(reader)
+    assert "item_refresh" in service.health()["checks"]  # the same service with one
+    reader.stop_item_refresh(timeout_s=5.0)  # and once it is stopped, as before again
+    assert set(service.health()["checks"]) == {"broker", "store", "teacher"}
+    assert "kdstream_item_refresh" not in service.metrics_text()

@@ -555,6 +555,9 @@ class StoreServingService:
         self.dlq_topic = dlq_topic
         self._accepted = 0
         self._rejected = 0
+        # when /healthz first saw the item refresher running without a snapshot (a first
+        # check stuck or failing): the age its check counts until one arrives
+        self._refresh_pending_since: float | None = None
         self._lock = threading.Lock()
 
     def recommend(self, user: str, k: int, exclude_seen: bool = True) -> Recommendation:
@@ -595,8 +598,51 @@ class StoreServingService:
             "store": {"ok": ok, "kind": type(self.store).__name__, "error": error},
             "teacher": self._teacher_check(versions),
         }
-        status = "ok" if checks["teacher"]["ok"] else "degraded"
+        refresh = self._item_refresh_status()
+        if refresh is not None:
+            checks["item_refresh"] = self._item_refresh_check(refresh)
+        # a stale refresher degrades, never downs: requests then read the table inline
+        status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
         return {"status": status if ok else "down", "checks": checks}
+
+    def _item_refresh_status(self) -> dict[str, Any] | None:
+        """The store's item refresher status (``RedisStore.item_refresh_status``) when one
+        is configured: running, or its thread dead with a snapshot left; None for a store
+        without one (MemoryStore), a refresher never started, or one stopped."""
+        status_of = getattr(self.store, "item_refresh_status", None)
+        if not callable(status_of):
+            return None
+        status: dict[str, Any] = status_of()
+        if not status.get("running") and status.get("age_s") is None:
+            return None
+        return status
+
+    def _item_refresh_check(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Ok while the refresher runs and its snapshot is at most ``max_age_s`` old; before
+        its first snapshot, the age counts from when this check first saw it missing."""
+        age, bound = status["age_s"], float(status["max_age_s"])
+        now = time.monotonic()
+        with self._lock:
+            if age is not None or not status["running"]:
+                self._refresh_pending_since = None
+            elif self._refresh_pending_since is None:
+                self._refresh_pending_since = now
+            pending = self._refresh_pending_since
+        reason = None
+        if not status["running"]:
+            reason = "the refresher thread is not running; requests read the table inline"
+        elif age is None and pending is not None and now - pending > bound:
+            reason = f"no snapshot after {now - pending:.1f}s (> max_age_s); requests read inline"
+        elif age is not None and age > bound:
+            reason = f"snapshot {age:.1f}s old (> max_age_s); requests read the table inline"
+        return {
+            "ok": reason is None,
+            "running": bool(status["running"]),
+            "age_s": age,
+            "max_age_s": bound,
+            "errors": int(status["errors"]),
+            "reason": reason,
+        }
 
     def _teacher_check(self, versions: dict[str, int]) -> dict[str, Any]:
         """The teacher's age: wall seconds since a processor first applied the current
@@ -643,7 +689,27 @@ class StoreServingService:
                    versions.get("student", 0)),
             Sample("kdstream_teacher_version", "gauge", "Teacher version in the store.",
                    versions.get("teacher", 0)),
+            *self._item_refresh_samples(),
         ])
+
+    def _item_refresh_samples(self) -> list[Sample]:
+        """The item refresher's gauges; none without a configured refresher."""
+        status = self._item_refresh_status()
+        if status is None:
+            return []
+        age = status["age_s"]
+        return [
+            Sample("kdstream_item_refresh_running", "gauge",
+                   "1 while the item-table refresher thread runs.", int(bool(status["running"]))),
+            Sample("kdstream_item_refresh_age_seconds", "gauge",
+                   "Age of the refresher's item-table snapshot (NaN before the first).",
+                   math.nan if age is None else age),
+            Sample("kdstream_item_refresh_max_age_seconds", "gauge",
+                   "Snapshot age past which requests read the item table inline.",
+                   status["max_age_s"]),
+            Sample("kdstream_item_refresh_errors_total", "counter",
+                   "Failed item refresher checks since it started.", status["errors"]),
+        ]
 
 
 __all__ = [
