@@ -66,7 +66,9 @@ class FaustProcessorConfig:
     batch_size
         Events per ``take_events`` micro-batch.
     within_s
-        ``take_events`` timeout: a partial batch is processed after this long.
+        ``take_events`` timeout: a partial batch is processed after this long. Short, because
+        below ``batch_size`` events per window every event waits for it (0.2 s gave a p50 of
+        129 ms at 2,000 events/s, 0.02 s 23 ms); in catch-up batches fill before it ends.
     offload
         Run :meth:`ProcessorCore.process` in a worker thread (faust keeps fetching meanwhile).
     session_timeout_s, heartbeat_s
@@ -81,7 +83,7 @@ class FaustProcessorConfig:
     """
 
     batch_size: int = 1000
-    within_s: float = 0.2
+    within_s: float = 0.02
     offload: bool = True
     session_timeout_s: float = 10.0
     heartbeat_s: float = 3.0
