@@ -222,7 +222,7 @@ def create_app(service: ServingService, settings: ApiSettings | None = None) -> 
             errors=[RecordErrorOut(**e.__dict__) for e in result.errors],
         )
 
-    @app.get("/healthz", summary="Broker, store and teacher freshness")
+    @app.get("/healthz", summary="Broker, store, teacher freshness and the item refresher")
     def healthz() -> JSONResponse:
         report = service.health()
         return JSONResponse(report, 503 if report.get("status") == "down" else 200)
