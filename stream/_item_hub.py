@@ -12,7 +12,14 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from kdstream.errors import KdstreamError
 from kdstream.online import Vocab
+
+
+class HubReset(KdstreamError, RuntimeError):
+    """A push made on the rows of one table epoch found the hub's table of another (wiped,
+    rebuilt or rewritten since, or gone): the hub wrote nothing. Not a :class:`ServiceError`:
+    retrying cannot help, the caller's indices must be re-registered first."""
 
 
 @runtime_checkable
@@ -24,7 +31,13 @@ class ItemHub(Protocol):
         ...
 
     def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
-        """Add ``deltas[j]`` to row ``rows[j]`` (rows missing so far start at zero)."""
+        """Add ``deltas[j]`` to row ``rows[j]`` (rows missing so far start at zero).
+
+        A hub whose table can be deleted and rebuilt under its callers (see
+        :meth:`pull_item_offsets_since`) also takes an ``epoch`` keyword: when not ``""``, it
+        adds nothing and raises :class:`HubReset` unless its table is of that epoch, checked
+        atomically with the write (the caller's indices are of that table).
+        """
         ...
 
     def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:
@@ -130,8 +143,10 @@ class LocalItemHub:
                 self._version += 1
             return out
 
-    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
+    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray, epoch: str = "") -> None:
         with self._lock:
+            if epoch and epoch != self._epoch:
+                raise HubReset(f"item table epoch {self._epoch!r}, the push's {epoch!r}")
             self._add(np.asarray(rows, np.int64), np.asarray(deltas, np.float32))
 
     def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray) -> None:
@@ -200,11 +215,11 @@ class StoreItemHub:
     def allocate_ids(self, kind: str, ids: Sequence[str]) -> list[int]:
         return list(self.store.allocate_ids(kind, list(ids)))  # type: ignore[attr-defined]
 
-    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
+    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray, epoch: str = "") -> None:
         w = 2 * self.dim
         self.store.push_item_deltas(  # type: ignore[attr-defined]
             np.asarray(rows, np.int64), np.ascontiguousarray(deltas[:, :w]),
-            np.ascontiguousarray(deltas[:, w])
+            np.ascontiguousarray(deltas[:, w]), epoch=epoch,
         )
 
     def item_table_state(self) -> tuple[str, int]:
@@ -240,4 +255,4 @@ class StoreItemHub:
         return out
 
 
-__all__ = ["ItemChanges", "ItemHub", "LocalItemHub", "StoreItemHub"]
+__all__ = ["HubReset", "ItemChanges", "ItemHub", "LocalItemHub", "StoreItemHub"]

@@ -49,16 +49,19 @@ its keys deleted): it then allocates indices from 0 again, while each processor 
 its rows at the old indices. A processor notices at a sync (the hub's table epoch changed,
 it lists fewer ids than the processor holds, its versions went back, or a whole answer lists
 other ids at the processor's indices; the check before the push is one cheap
-``item_table_state`` call) or when an allocation answers a new id with a row that holds
-another id here; it then logs a warning and (:meth:`ProcessorCore._recover_hub_reset`)
-re-registers every id it knows in its own index order (so a hub rebuilt from empty by one
-processor gets the old order back), moves all its item-indexed state to the hub's indices
-where they differ (tables, optimizer accumulators, pulled base, popularity, histories, seen
-pairs, soft-label tables; learned vectors keep their values), restores its last pulled
-offsets into the hub rows no processor restored yet (atomic on the hub: never doubled), and
-its next sync pushes every row's change, pulls all and writes the served table whole.
-Knowledge no processor held is lost with the wipe (rows changed by others after a
-processor's last pull). Item indices only: user rows are local to each processor.
+``item_table_state`` call, and a hub whose ``push_item_deltas`` takes an ``epoch`` rejects,
+atomically and writing nothing, a push whose rows belong to another table than its own: a
+wipe and rebuild between that check and the push never adds deltas to another item's row) or
+when an allocation answers a new id with a row that holds another id here; it then logs a
+warning and (:meth:`ProcessorCore._recover_hub_reset`) re-registers every id it knows in its
+own index order (so a hub rebuilt from empty by one processor gets the old order back),
+moves all its item-indexed state to the hub's indices where they differ (tables, optimizer
+accumulators, pulled base, popularity, histories, seen pairs, soft-label tables; learned
+vectors keep their values), restores its last pulled offsets into the hub rows no processor
+restored yet (atomic on the hub: never doubled), and its next sync pushes every row's
+change, pulls all and writes the served table whole. Knowledge no processor held is lost
+with the wipe (rows changed by others after a processor's last pull). Item indices only:
+user rows are local to each processor.
 
 Staleness bound: an update a processor makes reaches every other processor's model within
 ``2 * T`` of wall time, where ``T = min(sync_every_s, time of sync_every_batches batches)``
@@ -70,6 +73,7 @@ up (Hogwild-style); with few processors and small steps that matches one learner
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
@@ -104,7 +108,7 @@ from ._codec import (
 )
 from ._deadletter import DeadLetter
 from ._event import EVENT_TYPES, RATING_POSITIVE_AT, Event, SoftLabels
-from ._item_hub import ItemChanges, ItemHub, LocalItemHub, StoreItemHub
+from ._item_hub import HubReset, ItemChanges, ItemHub, LocalItemHub, StoreItemHub
 from ._item_moves import move_labels, moved, moved_pairs
 from ._store import StaleItemBase, Store, StoreBatch, offset_key, parse_offset_key
 
@@ -392,6 +396,9 @@ class ProcessorCore:
         self.config = cfg = config or ProcessorConfig()
         self.store = store
         self.hub: ItemHub = hub if hub is not None else LocalItemHub()
+        # whether its pushes take the epoch their rows belong to (hubs of the bare protocol
+        # do not: a reset between the check and their push is found by the pull)
+        self._push_takes_epoch = _takes_epoch(self.hub.push_item_deltas)
         self.learner = Learner(cfg.student, cfg.learner)
         self.users = Vocab()
         self._item_index: dict[str, int] = {}
@@ -632,8 +639,10 @@ class ProcessorCore:
         versions it spans (``source_since``, ``source_version``; see :class:`StoreBatch`).
         Popularity is whole in both (4 bytes per item).
 
-        A hub found reset (see :meth:`_recover_hub_reset`) before the push or by the pull is
-        recovered from, and the sync starts over (pushing every row, pulling all).
+        A hub found reset (see :meth:`_recover_hub_reset`) before the push, by the push
+        (a hub that takes the epoch of the rows pushed rejects them when its table is of
+        another: a reset between the check and the push) or by the pull is recovered from,
+        and the sync starts over (pushing every row, pulling all).
         """
         incremental = self.config.incremental_sync if full is None else not full
         since = getattr(self.hub, "pull_item_offsets_since", None)
@@ -642,7 +651,9 @@ class ProcessorCore:
             if reason is not None:
                 self._recover_hub_reset(reason)
             self._restore_offsets()  # a no-op unless a recovery's restore failed
-            self._push_item_changes(incremental)
+            reason = self._push_item_changes(incremental)
+            if reason is not None:  # reset after the check: the hub wrote nothing
+                continue
             pulled = self._pull_item_changes(incremental, since)
             reason = pulled[0]
             if reason is None:
@@ -653,8 +664,11 @@ class ProcessorCore:
             "that nothing deletes its keys, then restart the processors"
         )
 
-    def _push_item_changes(self, incremental: bool) -> None:
-        """Push the rows changed since the last pull (marked ones, or all)."""
+    def _push_item_changes(self, incremental: bool) -> str | None:
+        """Push the rows changed since the last pull (marked ones, or all), on the condition
+        that the hub's table is still of the last pull's epoch (where the hub takes one).
+        Returns why the hub looks reset when it rejected the push (it wrote nothing), else
+        None."""
         n_local = self.learner.student.n_items
         if incremental and not self._dirty_all:
             marked = np.flatnonzero(self._dirty[:n_local])
@@ -665,10 +679,18 @@ class ProcessorCore:
             delta = self._local_deltas(marked)
             changed = np.any(delta != 0, axis=1)
             rows, delta = marked[changed], delta[changed]
-            if len(rows):
+            epoch = self._hub_epoch if self._push_takes_epoch else ""
+            if len(rows) and epoch:
+                try:
+                    self._retrying("item hub push",
+                                   lambda: self.hub.push_item_deltas(rows, delta, epoch=epoch))
+                except HubReset as exc:
+                    return f"it rejected a push of epoch {epoch!r}: {exc}"
+            elif len(rows):
                 self._retrying(
                     "item hub push", lambda: self.hub.push_item_deltas(rows, delta)
                 )
+        return None
 
     def _pull_item_changes(
         self, incremental: bool, since: Callable[..., ItemChanges] | None
@@ -1220,6 +1242,15 @@ class ProcessorCore:
     def counts(self) -> dict[int, tuple[int, int, int]]:
         """``{partition: (applied offset, learned, dead-lettered)}`` of assigned partitions."""
         return {p: (self._applied[p], self._learned[p], self._dead[p]) for p in self._applied}
+
+
+def _takes_epoch(push: Callable[..., object]) -> bool:
+    """Whether a hub's ``push_item_deltas`` takes an ``epoch`` keyword."""
+    try:
+        params = inspect.signature(push).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume the bare protocol
+        return False
+    return any(p.name == "epoch" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 _RESET_ATTEMPTS = 3  # hub resets one sync recovers from before it gives up

@@ -42,8 +42,10 @@ Design choices, and why:
   float32 delta rows into the ``item:vec`` blob (``GETRANGE``/``SETRANGE`` per row). The
   alternative, one hash field per component with ``HINCRBYFLOAT``, costs ``d`` commands per row
   and a ``HGETALL`` of ``n * d`` fields per pull; the blob keeps pulls a single ``GET``.
-  A push carries a token stored with ``SET NX``, so a client retry after a lost reply does not
-  add the same deltas twice.
+  A push carries a token stored with its write, so a client retry after a lost reply does not
+  add the same deltas twice. A push may name the table epoch its rows belong to: the same
+  script then writes nothing when the table is of another one (wiped and rebuilt since, its
+  indices restarted), so deltas never land on the rows of other items.
 - Readers cache the item table by ``item:meta`` version: ``item_table()`` costs one ``HGET``
   unless the table changed. A serving process can move that check, and the refresh after
   each item sync (a copy of the whole table), off its requests:
@@ -94,6 +96,7 @@ import numpy as np
 from kdstream.errors import ConfigError, ModelError, ServiceError
 from kdstream.types import FloatArray
 
+from ._item_hub import HubReset
 from ._store import (
     RankedPopularity,
     StaleItemBase,
@@ -178,15 +181,24 @@ end
 # KEYS: item:vec, item:bias, item:meta, item:ids, delta token key, item:rowver
 # ARGV: d, token ttl, rows (int32 LE blob), deltas (float32 LE blob, m*d), bias deltas ('' or m),
 # epoch token (a new table's), '1' to write only rows whose vector and bias are all zero (a
-# restore after a reset: rows another client restored first keep theirs) else ''
-# Returns the new table version (each row's score in item:rowver), or -1 when this token was
-# applied before.
+# restore after a reset: rows another client restored first keep theirs) else '', the epoch
+# the rows belong to ('' = any table)
+# Returns the new table version (each row's score in item:rowver), -1 when this token was
+# applied before (checked first: a retry after a lost reply is never reported rejected while
+# its token stands), or -2, writing nothing and setting no token, when the table is of
+# another epoch than the caller's (or does not exist).
 _ADD_DELTAS_LUA = _TRIM_ROWVER_LUA + """
 local d = tonumber(ARGV[1])
 local rows = ARGV[3]
 local deltas = ARGV[4]
 local bias = ARGV[5]
 local m = #rows / 4
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return -1
+end
+if ARGV[8] ~= '' and redis.call('HGET', KEYS[3], 'epoch') ~= ARGV[8] then
+  return -2
+end
 local cur_d = redis.call('HGET', KEYS[3], 'd')
 if cur_d and tonumber(cur_d) ~= d then
   return redis.error_reply('kdstream: deltas have dimension ' .. d .. ', the table ' .. cur_d)
@@ -200,9 +212,7 @@ for i = 1, m do
   end
   idx[i] = r
 end
-if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[2]) then
-  return -1
-end
+redis.call('SET', KEYS[5], '1', 'EX', ARGV[2])
 local version = redis.call('HINCRBY', KEYS[3], 'version', 1)
 local fmt = '<' .. string.rep('f', d)
 local width = 4 * d
@@ -924,6 +934,7 @@ class RedisStore:
         *,
         token: str | None = None,
         only_empty: bool = False,
+        epoch: str = "",
     ) -> int:
         """Add float32 ``deltas`` (m, d) to item rows ``rows`` (m,) server-side; atomic.
 
@@ -932,9 +943,15 @@ class RedisStore:
         applied before (within a day) is skipped and returns -1; by default a fresh token
         guards against the client's own retries. ``only_empty``: leave the rows whose vector
         or bias is not all zero as they are (a processor restoring its rows after the table
-        was wiped: another one may have restored them first). Returns the table version
+        was wiped: another one may have restored them first). ``epoch``: the table epoch
+        (:meth:`item_table_state`) the rows belong to; when not ``""`` and the table is of
+        another one (wiped, rebuilt or rewritten since) or gone, the push writes nothing and
+        raises :class:`~kdstream.stream._item_hub.HubReset` (checked in the same script as
+        the write: atomic; a push of no rows is not checked). Returns the table version
         after the push.
         """
+        if not isinstance(epoch, str):
+            raise ConfigError(f"epoch: expected a string, got {epoch!r}")
         rows_arr = np.asarray(rows)
         if rows_arr.ndim != 1 or (rows_arr.size and rows_arr.dtype.kind not in "iu"):
             raise ConfigError(f"rows: expected a 1-D integer array, got {rows_arr.dtype}"
@@ -976,9 +993,14 @@ class RedisStore:
             bias_blob,
             uuid.uuid4().hex,
             "1" if only_empty else "",
+            epoch,
         ]
         with self._errors("push_item_deltas"):
-            return int(self._add_deltas(keys=keys, args=args))
+            version = int(self._add_deltas(keys=keys, args=args))
+        if version == -2:
+            raise HubReset(f"Redis at {self._masked}: item table is not of epoch {epoch!r} "
+                           "(wiped, rebuilt or rewritten since): the push wrote nothing")
+        return version
 
     def item_table_state(self) -> tuple[str, int]:
         """``(epoch, number of item ids)`` of the item table, of one moment (``("", 0)``

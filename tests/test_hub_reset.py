@@ -18,6 +18,7 @@ import pytest
 
 from kdstream.online import LearnerConfig
 from kdstream.stream import MemoryStore, Record, SoftLabels
+from kdstream.stream._item_hub import HubReset
 from kdstream.stream._processor import (
     ItemChanges,
     LocalItemHub,
@@ -391,6 +392,135 @@ def test_redis_restore_writes_only_empty_rows(password_redis: int) -> None:
         assert vectors.tolist() == [[1, 1], [0, 0], [5, 5]] and bias.tolist() == [0, 1, 5]
         epoch, n_ids = store.item_table_state()
         assert len(epoch) == 32 and n_ids == 3
+    finally:
+        store.clear()
+        store.close()
+
+
+class _WipedAtPush:
+    """A hub that runs ``armed()`` (a wipe and rebuild) inside its next push, before the
+    push reaches the hub: after the processor's check, before its write."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.armed: Callable[[], None] | None = None
+        self.epochs: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray, epoch: str = "") -> None:
+        self.epochs.append(epoch)
+        armed, self.armed = self.armed, None
+        if armed is not None:
+            armed()
+        self.inner.push_item_deltas(rows, deltas, epoch=epoch)  # type: ignore[attr-defined]
+
+
+def test_a_reset_between_the_check_and_the_push_adds_nothing_to_other_rows(
+    hubs: Hubs,
+) -> None:
+    """The hub is wiped and rebuilt by another processor with other ids (x0..x19 at this
+    processor's rows 0..19, holding that processor's offsets) after the check before the
+    push: the push, conditional on the epoch of this processor's rows, writes nothing; the
+    processor recovers (its ids at 20..39) and ends with its vectors under its ids."""
+    make, wipe = hubs
+    store = MemoryStore()
+    hub = _WipedAtPush(make())
+    core = ProcessorCore(store, _config(), hub=hub)  # type: ignore[arg-type]
+    feed = _Feeder(0)
+    _learn_old_catalogue(core, feed)
+    old = list(core._item_ids)  # in index order
+    feed(core, [(f"u{k % 5}", f"i{k % 20}") for k in range(40)])  # known ids: no allocation
+    want = _local(core)
+    others = [f"x{j}" for j in range(20)]
+    theirs = np.arange(1, 21, dtype=np.float32)[:, None] * np.ones((1, 2 * DIM + 1), np.float32)
+
+    def rebuild() -> None:
+        wipe()
+        other = make()
+        assert other.allocate_ids("item", others) == list(range(20))  # type: ignore[attr-defined]
+        other.push_item_deltas(np.arange(20), theirs)  # type: ignore[attr-defined]
+
+    hub.armed = rebuild
+    _sync(core)
+    assert hub.armed is None and hub.epochs[-2] != ""  # the racing push carried its epoch
+    assert core.stats.hub_resets == 1
+    hub_ids, table = make().pull_item_offsets()  # type: ignore[attr-defined]
+    assert hub_ids == others + old
+    np.testing.assert_array_equal(table[:20], theirs)  # no delta on another item's row
+    _check_map(core, hub_ids)
+    assert core._item_index == {item: j for j, item in enumerate(hub_ids)}
+    _close(_local(core), want, old)
+    _close(_served(store), want, old)
+    init = core._init_q_cache(len(hub_ids))
+    for item in old:
+        idx = core._item_index[item]
+        np.testing.assert_allclose(init[idx] + table[idx, :DIM], want[item][0], atol=2e-6)
+        assert abs(table[idx, 2 * DIM] - want[item][1]) < 2e-6
+    epoch = core._hub_epoch
+    feed(core, [("u0", "i3")])
+    _sync(core)  # and then syncs as before, its pushes on the new table's epoch
+    assert core.stats.hub_resets == 1 and hub.epochs[-1] == epoch != ""
+
+
+def test_a_push_without_an_epoch_writes_into_any_table(hubs: Hubs) -> None:
+    """``epoch=""`` (and no epoch) keeps the unconditional push; a wrong epoch writes
+    nothing and says so."""
+    make, wipe = hubs
+    hub = make()
+    hub.allocate_ids("item", ["a", "b"])  # type: ignore[attr-defined]
+    ones = np.ones((1, 2 * DIM + 1), np.float32)
+    hub.push_item_deltas(np.array([0]), ones)  # type: ignore[attr-defined]
+    epoch = hub.item_table_state()[0]  # type: ignore[attr-defined]
+    with pytest.raises(HubReset):
+        hub.push_item_deltas(np.array([1]), ones, epoch="not-" + epoch)  # type: ignore[attr-defined]
+    hub.push_item_deltas(np.array([1]), ones, epoch="")  # type: ignore[attr-defined]
+    hub.push_item_deltas(np.array([1]), ones, epoch=epoch)  # type: ignore[attr-defined]
+    assert make().pull_item_offsets()[1][:, 0].tolist() == [1.0, 2.0]  # type: ignore[attr-defined]
+    wipe()
+    with pytest.raises(HubReset):  # no table at all
+        hub.push_item_deltas(np.array([0]), ones, epoch=epoch)  # type: ignore[attr-defined]
+    assert make().item_table_state()[1] == 0  # type: ignore[attr-defined]
+    hub.allocate_ids("item", ["c"])  # type: ignore[attr-defined]
+    hub.push_item_deltas(np.array([0]), ones)  # type: ignore[attr-defined]
+    assert make().pull_item_offsets()[0] == ["c"]  # type: ignore[attr-defined]
+
+
+def test_redis_push_of_a_stale_epoch_writes_nothing(password_redis: int) -> None:
+    """The script checks the epoch with the write: a stale push changes no row, bias,
+    version or row version and sets no retry token; a retried push whose first try was
+    applied is reported applied (-1), not rejected."""
+    store = RedisStore(f"redis://:{REDIS_PW}@127.0.0.1:{password_redis}/0",
+                       namespace=f"t{uuid.uuid4().hex[:12]}")
+    rowver = f"{store.namespace}:item:rowver"
+    try:
+        store.allocate_ids("item", ["a", "b", "c"])
+        v1 = store.push_item_deltas(np.array([0, 1]), np.ones((2, 2)), np.ones(2), token="t1")
+        epoch = store.item_table_state()[0]
+
+        def snapshot() -> tuple[object, ...]:
+            ids, vectors, bias, version = store.pull_items()
+            scores = store._client.zrange(rowver, 0, -1, withscores=True)
+            return ids, vectors.tolist(), bias.tolist(), version, scores
+
+        before = snapshot()
+        with pytest.raises(HubReset, match="wrote nothing"):
+            store.push_item_deltas(np.array([1, 2]), np.full((2, 2), 5.0), np.ones(2),
+                                   token="t2", epoch="stale")
+        assert snapshot() == before and store.item_version() == v1
+        assert store.pull_items_since(v1, 3, epoch)[2].size == 0  # no row versioned
+        # the rejected push left no token: once its epoch is right, it applies
+        v2 = store.push_item_deltas(np.array([2]), np.ones((1, 2)), token="t2", epoch=epoch)
+        assert v2 > v1
+        # a retry of an applied push stays "applied before", whatever the epoch
+        assert store.push_item_deltas(np.array([0]), np.ones((1, 2)), token="t1",
+                                      epoch="stale") == -1
+        assert store.pull_items()[1].tolist() == [[1, 1], [1, 1], [1, 1]]
+        from kdstream.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="epoch"):
+            store.push_item_deltas(np.array([0]), np.ones((1, 2)), epoch=None)  # type: ignore[arg-type]
     finally:
         store.clear()
         store.close()
