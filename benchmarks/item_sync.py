@@ -47,9 +47,9 @@ class _TimedHub(LocalItemHub):
         self.pushed = 0
         self.pulled = 0
 
-    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray) -> None:
+    def push_item_deltas(self, rows: np.ndarray, deltas: np.ndarray, epoch: str = "") -> None:
         t = time.perf_counter()
-        super().push_item_deltas(rows, deltas)
+        super().push_item_deltas(rows, deltas, epoch=epoch)
         self.seconds += time.perf_counter() - t
         self.pushed += len(rows)
 
@@ -60,9 +60,9 @@ class _TimedHub(LocalItemHub):
         self.pulled += len(out[0])
         return out
 
-    def pull_item_offsets_since(self, version: int, n_ids: int):  # type: ignore[no-untyped-def]
+    def pull_item_offsets_since(self, version: int, n_ids: int, epoch: str = ""):  # type: ignore[no-untyped-def]
         t = time.perf_counter()
-        out = super().pull_item_offsets_since(version, n_ids)
+        out = super().pull_item_offsets_since(version, n_ids, epoch)
         self.seconds += time.perf_counter() - t
         self.pulled += len(out.rows)
         return out
