@@ -21,6 +21,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture
+def password_redis_url(password_redis: int, redis_password: str) -> str:
+    """``redis://`` URL, with the password, of the :func:`password_redis` server."""
+    return f"redis://:{redis_password}@127.0.0.1:{password_redis}/0"
+
+
+@pytest.fixture
 def password_redis(tmp_path: Path, redis_password: str) -> Iterator[int]:
     """A throwaway ``redis-server --requirepass <redis_password>`` on a free port; yields the
     port. Modules that use it define the ``redis_password`` fixture."""

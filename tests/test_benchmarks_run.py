@@ -69,11 +69,6 @@ def redis_password() -> str:
     return REDIS_PW
 
 
-@pytest.fixture
-def url(password_redis: int) -> str:
-    return f"redis://:{REDIS_PW}@127.0.0.1:{password_redis}/0"
-
-
 def test_student_step() -> None:
     out = run_json("student_step.py", "--events", "3000", "--river-events", "300", "--json")
     for key in ("kdstream_events_per_s", "kdstream_kd_events_per_s", "river_events_per_s",
@@ -126,9 +121,9 @@ def test_top_k_memory() -> None:
             assert row[key] >= 0
 
 
-def test_top_k_cold_start_redis(url: str) -> None:
+def test_top_k_cold_start_redis(password_redis_url: str) -> None:
     out = run_json("top_k.py", "--items", "2000", "--requests", "3", "--cold-start",
-                   "--redis", url, "--json")  # fmt: skip
+                   "--redis", password_redis_url, "--json")  # fmt: skip
     (row,) = out
     assert row["items"] == 2000
     for path in ("old", "new", "background"):
@@ -155,14 +150,14 @@ def test_item_sync_memory() -> None:
     _check_item_sync(run_json_whole("item_sync.py", *ITEM_SYNC_ARGS))
 
 
-def test_item_sync_redis(url: str) -> None:
-    _check_item_sync(run_json_whole("item_sync.py", *ITEM_SYNC_ARGS, "--redis", url))
+def test_item_sync_redis(password_redis_url: str) -> None:
+    _check_item_sync(run_json_whole("item_sync.py", *ITEM_SYNC_ARGS, "--redis", password_redis_url))
 
 
-def test_serving_refresh(url: str) -> None:
-    out = run_json("serving_refresh.py", "--redis", url, "--items", "2000", "--dim", "8",
-                   "--rows", "10", "--sync-every-s", "0.2", "--seconds", "1", "--rounds", "1",
-                   "--json")  # fmt: skip
+def test_serving_refresh(password_redis_url: str) -> None:
+    out = run_json("serving_refresh.py", "--redis", password_redis_url, "--items", "2000",
+                   "--dim", "8", "--rows", "10", "--sync-every-s", "0.2", "--seconds", "1",
+                   "--rounds", "1", "--json")  # fmt: skip
     for mode in ("inline", "background"):
         assert out[mode]["requests"] > 0
         assert out[mode]["writes"] > 0

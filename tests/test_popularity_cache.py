@@ -229,14 +229,10 @@ def redis_password() -> str:
 
 
 @pytest.fixture
-def url(password_redis: int) -> str:
-    return f"redis://:{REDIS_PW}@127.0.0.1:{password_redis}/0"
-
-
-@pytest.fixture
-def stores(url: str) -> Iterator[tuple[RedisStore, RedisStore]]:
+def stores(password_redis_url: str) -> Iterator[tuple[RedisStore, RedisStore]]:
     """``(writer, reader)`` on one namespace, empty."""
-    writer, reader = RedisStore(url, namespace="p"), RedisStore(url, namespace="p")
+    writer = RedisStore(password_redis_url, namespace="p")
+    reader = RedisStore(password_redis_url, namespace="p")
     try:
         yield writer, reader
     finally:
@@ -246,8 +242,8 @@ def stores(url: str) -> Iterator[tuple[RedisStore, RedisStore]]:
 
 
 @pytest.fixture
-def raw(url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(url)
+def raw(password_redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(password_redis_url)
     try:
         yield client
     finally:

@@ -40,14 +40,10 @@ def redis_password() -> str:
 
 
 @pytest.fixture
-def url(password_redis: int) -> str:
-    return f"redis://:{REDIS_PW}@127.0.0.1:{password_redis}/0"
-
-
-@pytest.fixture
-def stores(url: str) -> Iterator[tuple[RedisStore, RedisStore]]:
+def stores(password_redis_url: str) -> Iterator[tuple[RedisStore, RedisStore]]:
     """``(writer, reader)`` on one namespace; the writer holds a whole table of N items."""
-    writer, reader = RedisStore(url, namespace="r"), RedisStore(url, namespace="r")
+    writer = RedisStore(password_redis_url, namespace="r")
+    reader = RedisStore(password_redis_url, namespace="r")
     rng = np.random.default_rng(0)
     writer.write_batch(StoreBatch(
         item_ids=[f"i{j}" for j in range(N)],
@@ -317,7 +313,7 @@ def _serve(monkeypatch: pytest.MonkeyPatch, argv: list[str],
 
 
 def test_serve_starts_and_stops_the_refresher(
-    monkeypatch: pytest.MonkeyPatch, url: str, stores: tuple[RedisStore, RedisStore]
+    monkeypatch: pytest.MonkeyPatch, password_redis_url: str, stores: tuple[RedisStore, RedisStore]
 ) -> None:
     seen: list[dict[str, Any]] = []
 
@@ -326,7 +322,8 @@ def test_serve_starts_and_stops_the_refresher(
         seen.append(store.item_refresh_status())
 
     opened: list[Any] = []
-    code = _serve(monkeypatch, ["--store", url, "--item-refresh-s", "0.05"], during, opened)
+    code = _serve(monkeypatch, ["--store", password_redis_url, "--item-refresh-s", "0.05"], during,
+                  opened)
     assert code == 0
     assert seen[0]["running"] and seen[0]["max_age_s"] == pytest.approx(0.5)
     assert not opened[0].item_refresh_status()["running"]  # stopped on shutdown
@@ -334,7 +331,7 @@ def test_serve_starts_and_stops_the_refresher(
 
 
 def test_serve_stops_the_refresher_when_the_server_fails(
-    monkeypatch: pytest.MonkeyPatch, url: str, stores: tuple[RedisStore, RedisStore]
+    monkeypatch: pytest.MonkeyPatch, password_redis_url: str, stores: tuple[RedisStore, RedisStore]
 ) -> None:
     def during(store: Any) -> None:
         assert store.item_refresh_status()["running"]  # on by default
@@ -342,17 +339,17 @@ def test_serve_stops_the_refresher_when_the_server_fails(
 
     opened: list[Any] = []
     with pytest.raises(RuntimeError, match="port in use"):
-        _serve(monkeypatch, ["--store", url], during, opened)
+        _serve(monkeypatch, ["--store", password_redis_url], during, opened)
     assert opened[0]._refresher is None
     assert not any(t.name.startswith(THREAD) for t in threading.enumerate())
 
 
 def test_serve_without_the_refresher(
-    monkeypatch: pytest.MonkeyPatch, url: str, stores: tuple[RedisStore, RedisStore]
+    monkeypatch: pytest.MonkeyPatch, password_redis_url: str, stores: tuple[RedisStore, RedisStore]
 ) -> None:
     running: list[bool] = []
     opened: list[Any] = []
-    code = _serve(monkeypatch, ["--store", url, "--item-refresh-s", "0"],
+    code = _serve(monkeypatch, ["--store", password_redis_url, "--item-refresh-s", "0"],
                   lambda store: running.append(store.item_refresh_status()["running"]), opened)
     assert code == 0 and running == [False]
     # a memory:// store has no refresher and serves as before
@@ -360,10 +357,10 @@ def test_serve_without_the_refresher(
     assert code == 0 and not hasattr(opened[-1], "start_item_refresh")
 
 
-def test_serve_rejects_a_negative_period(monkeypatch: pytest.MonkeyPatch, url: str,
+def test_serve_rejects_a_negative_period(monkeypatch: pytest.MonkeyPatch, password_redis_url: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     opened: list[Any] = []
-    code = _serve(monkeypatch, ["--store", url, "--item-refresh-s", "-1"],
+    code = _serve(monkeypatch, ["--store", password_redis_url, "--item-refresh-s", "-1"],
                   lambda store: None, opened)
     assert code == 2 and opened == []
     assert "--item-refresh-s" in capsys.readouterr().err
