@@ -499,6 +499,7 @@ class RedisStore:
         self._refresher: threading.Thread | None = None
         self._refresh_stop = threading.Event()
         self._refresh_max_age_s = 0.0
+        self._refresh_every_s: float | None = None  # the period of the last start
         self._refresh_errors = 0
         # popularity by pop:ver token, replaced whole: (token, snapshot); and the refresher's
         # (monotonic time of its check, snapshot), as _served
@@ -1201,6 +1202,7 @@ class RedisStore:
         if self._refresher is not None:
             raise ConfigError(f"{self!r}: the item refresher is already running")
         self._refresh_max_age_s = float(10 * every_s if max_age_s is None else max_age_s)
+        self._refresh_every_s = float(every_s)
         self._refresh_errors = 0
         self._refresh_stop = threading.Event()
         self._refresher = threading.Thread(
@@ -1226,12 +1228,14 @@ class RedisStore:
 
     def item_refresh_status(self) -> dict[str, Any]:
         """``running``, ``age_s`` (of the snapshot requests may be handed; None before the
-        first check), ``max_age_s`` and ``errors`` (failed checks since the start)."""
+        first check), ``max_age_s``, ``every_s`` (the period it was started with; None if never
+        started) and ``errors`` (failed checks since the start)."""
         served = self._served
         return {
             "running": self._refresher is not None and self._refresher.is_alive(),
             "age_s": None if served is None else time.monotonic() - served[0],
             "max_age_s": self._refresh_max_age_s,
+            "every_s": self._refresh_every_s,
             "errors": self._refresh_errors,
         }
 

@@ -248,6 +248,7 @@ def test_health_stats_and_dashboard(svc: EmbeddedServingService, app: Any) -> No
     stats = _call(app, "GET", "/v1/stats").json()
     assert stats["events"] == svc.pipeline.stats.events
     assert set(stats["hr_at_10"]) == {"popularity", "student"}
+    assert "item_refresh" in stats and stats["item_refresh"] is None  # no store, no refresher
     page = _call(app, "GET", "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "v1/stats" in page.text and "<canvas" in page.text and "src=" not in page.text
@@ -284,6 +285,14 @@ def test_freshness_new_user_recommendations_change_with_loop_running() -> None:
     assert after["student_version"] > before["student_version"]
 
 
+# what clients and the dashboard read of a store-backed /v1/stats; item_refresh came last
+STORE_STATS_KEYS = {
+    "time", "events", "events_per_s", "users", "items", "dead_lettered", "consumer_lag",
+    "hr_at_10", "teacher", "mixing_weight", "student_version", "recommendation_latency_ms",
+    "item_refresh",
+}
+
+
 def test_store_backed_service() -> None:
     store = MemoryStore()
     rng = np.random.default_rng(0)
@@ -309,6 +318,10 @@ def test_store_backed_service() -> None:
     assert r2.status_code == 503 and r2.json()["error"] == "unavailable"
     assert _call(app, "GET", "/healthz").json()["status"] == "ok"
     assert "kdstream_teacher_version 2" in _call(app, "GET", "/metrics").text
+    stats = _call(app, "GET", "/v1/stats").json()
+    assert set(stats) == STORE_STATS_KEYS
+    assert stats["item_refresh"] is None  # a MemoryStore has no item refresher
+    assert (stats["items"], stats["student_version"]) == (4, 4)
     # with a producer: valid records to the events topic, bad ones to the DLQ
     log = EmbeddedLog()
     log.create_topic("kd.events", 2)

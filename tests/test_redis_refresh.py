@@ -2,8 +2,9 @@
 redis-server (``password_redis``, tests/conftest.py; skipped where none is installed): partial
 item rows reach readers without a request, requests make no Redis call for the table, a
 failing or stuck refresher neither dies nor serves past its staleness bound,
-``kdstream api --store redis://...`` starts and stops it, and the API's ``/metrics`` and
-``/healthz`` report it (degraded past its bound), and say nothing of it without one.
+``kdstream api --store redis://...`` starts and stops it, and the API's ``/metrics``,
+``/healthz`` and ``/v1/stats`` (and the dashboard) report it (degraded past its bound), and say
+nothing of it without one.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,11 +25,12 @@ import numpy as np
 import pytest
 import redis.connection
 import uvicorn
+from test_dashboard import _browser, _dump, _free_port, _number
 
 from kdstream.api import StoreServingService, create_app
 from kdstream.cli import main
 from kdstream.errors import ConfigError, ServiceError
-from kdstream.stream import StoreBatch
+from kdstream.stream import MemoryStore, StoreBatch
 from kdstream.stream._redis_store import RedisStore
 
 REDIS_PW = "refresh-test-pw"
@@ -504,8 +509,6 @@ def test_a_dead_refresher_thread_is_not_ok(stores: tuple[RedisStore, RedisStore]
 def test_without_a_refresher_health_and_metrics_are_as_before(
     stores: tuple[RedisStore, RedisStore]
 ) -> None:
-    from kdstream.stream import MemoryStore
-
     _, reader = stores
     for store in (MemoryStore(), reader):  # no refresher; one never started
         service = StoreServingService(store)
@@ -520,3 +523,102 @@ def test_without_a_refresher_health_and_metrics_are_as_before(
     reader.stop_item_refresh(timeout_s=5.0)  # and once it is stopped, as before again
     assert set(service.health()["checks"]) == {"broker", "store", "teacher"}
     assert "kdstream_item_refresh" not in service.metrics_text()
+
+
+# -- what /v1/stats says about it -----------------------------------------------------------
+
+STATS_KEYS = {"running", "age_s", "max_age_s", "every_s", "errors"}
+
+
+def _item_refresh(app: Any) -> Any:
+    r = _call(app, "/v1/stats")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["items"] == N  # the keys clients read are still there
+    return body["item_refresh"]
+
+
+def test_stats_of_a_running_refresher(stores: tuple[RedisStore, RedisStore]) -> None:
+    _, reader = stores
+    reader.start_item_refresh(every_s=0.01, max_age_s=30.0)
+    _started(reader)
+    got = _item_refresh(create_app(StoreServingService(reader)))
+    assert set(got) == STATS_KEYS and got["running"] is True
+    assert math.isfinite(got["age_s"]) and 0 <= got["age_s"] < 5.0
+    assert got["every_s"] == pytest.approx(0.01) and got["max_age_s"] == 30.0
+    assert got["errors"] == 0
+
+
+def test_stats_count_failed_refreshes(stores: tuple[RedisStore, RedisStore]) -> None:
+    _, reader = stores
+    mode: dict[str, Any] = {}
+    _flaky(reader, mode)
+    reader.start_item_refresh(every_s=0.01, max_age_s=30.0)
+    _started(reader)
+    app = create_app(StoreServingService(reader))
+    mode["raise"] = ServiceError("Redis went away")
+    _wait(lambda: _item_refresh(app)["errors"] >= 2)
+    got = _item_refresh(app)
+    assert got["running"] and got["age_s"] > 0.01  # the last good snapshot, ageing
+    mode["raise"] = None
+    _wait(lambda: _item_refresh(app)["age_s"] < 0.5, timeout_s=10.0)  # after its backoff
+    assert _item_refresh(app)["errors"] >= got["errors"]  # a count since the start
+
+
+def test_stats_without_a_running_refresher(stores: tuple[RedisStore, RedisStore]) -> None:
+    _, reader = stores
+    app = create_app(StoreServingService(reader))
+    assert _item_refresh(app) is None  # never started
+    reader.start_item_refresh(every_s=0.01)
+    _started(reader)
+    assert _item_refresh(app)["running"]
+    reader.stop_item_refresh(timeout_s=5.0)
+    assert _item_refresh(app) is None  # stopped: as without one
+    reader.start_item_refresh(every_s=0.01, max_age_s=30.0)
+    _started(reader)
+    thread = reader._refresher
+    assert thread is not None
+    reader._refresh_stop.set()  # the thread ends without a stop: its snapshot is left
+    thread.join(5.0)
+    got = _item_refresh(app)
+    assert got["running"] is False and math.isfinite(got["age_s"])
+
+
+@contextmanager
+def _uvicorn(app: Any) -> Iterator[str]:
+    """``app`` on a loopback port for a real browser; yields its URL."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    _wait(lambda: server.started, timeout_s=20.0)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_the_dashboard_shows_the_refresher(
+    stores: tuple[RedisStore, RedisStore], tmp_path: Path
+) -> None:
+    browser = _browser()
+    _, reader = stores
+    mode: dict[str, Any] = {}
+    _flaky(reader, mode)
+    reader.start_item_refresh(every_s=0.01, max_age_s=30.0)
+    _started(reader)
+    with _uvicorn(create_app(StoreServingService(reader))) as url:
+        page = _dump(browser, url, tmp_path / "p1")
+        assert "live" in _number(page, "status")
+        assert '<div class="tile" id="item-refresh-tile">' in page  # shown
+        assert 0 <= float(_number(page, "item-refresh")) < 5.0
+        mode["raise"] = ServiceError("Redis went away")
+        _wait(lambda: reader.item_refresh_status()["errors"] >= 1)
+        assert re.fullmatch(r"[0-9.]+ · [0-9,]+ failed",
+                            _number(_dump(browser, url, tmp_path / "p2"), "item-refresh"))
+    with _uvicorn(create_app(StoreServingService(MemoryStore()))) as url:
+        page = _dump(browser, url, tmp_path / "p3")
+        assert "live" in _number(page, "status")
+        assert '<div class="tile" id="item-refresh-tile" hidden="">' in page

@@ -237,6 +237,9 @@ def create_app(service: ServingService, settings: ApiSettings | None = None) -> 
         return PlainTextResponse(text, media_type=PROMETHEUS_CONTENT_TYPE)
 
     @app.get("/v1/stats", summary="A snapshot for the dashboard",
+             description="Counters, model versions, latencies, and `item_refresh`: the "
+                         "store's item refresher (`running`, `age_s`, `max_age_s`, `every_s`, "
+                         "`errors`), or null where the store has none.",
              dependencies=[Depends(require_read_token)])
     def stats() -> dict[str, Any]:
         out = service.stats()

@@ -118,7 +118,15 @@ class ServingService(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]:
-        """A JSON-able snapshot for the dashboard."""
+        """A JSON-able snapshot for the dashboard.
+
+        Besides the counters, ``item_refresh``: the store's background item refresher
+        (``RedisStore.start_item_refresh``, ``kdstream api --item-refresh-s``) as
+        ``{"running", "age_s", "max_age_s", "every_s", "errors"}`` (``age_s``: of the item-table
+        snapshot requests are handed, None before its first; ``errors``: failed refreshes since
+        it started), or None where the store has none (MemoryStore, the embedded pipeline, a
+        refresher not started or stopped).
+        """
         ...
 
     def metrics_text(self) -> str:
@@ -453,6 +461,7 @@ class EmbeddedServingService:
                 "p50": None if p50 is None else p50 * 1e3,
                 "p99": None if p99 is None else p99 * 1e3,
             },
+            "item_refresh": None,  # no store, so no item refresher
         }
 
     def health(self) -> dict[str, Any]:
@@ -674,6 +683,21 @@ class StoreServingService:
                         "age_s": None},
             "mixing_weight": None,
             "student_version": int(versions.get("student", 0)),
+            "item_refresh": self._item_refresh_stats(),
+        }
+
+    def _item_refresh_stats(self) -> dict[str, Any] | None:
+        """The refresher's status for ``/v1/stats`` (see :meth:`ServingService.stats`)."""
+        status = self._item_refresh_status()
+        if status is None:
+            return None
+        every = status.get("every_s")  # a store whose status lacks it: unknown
+        return {
+            "running": bool(status["running"]),
+            "age_s": status["age_s"],
+            "max_age_s": float(status["max_age_s"]),
+            "every_s": None if every is None else float(every),
+            "errors": int(status["errors"]),
         }
 
     def metrics_text(self) -> str:
