@@ -89,6 +89,24 @@ def load_synthetic(
     return remap(cols.user), remap(cols.item), np.where(signal, 5, 1)
 
 
+def shuffle_within_users(
+    users: npt.NDArray[np.int32], items: npt.NDArray[np.int32], ratings: np.ndarray, seed: int
+) -> tuple[npt.NDArray[np.int32], np.ndarray]:
+    """Each user's items (with their ratings) in a random order over the same time slots, ids
+    in order of first appearance again: what a model learns from the order of a history (the
+    gap to the unshuffled figures) against what it learns from the history as a set."""
+    rng = np.random.default_rng(seed)
+    items, ratings = items.copy(), ratings.copy()
+    order = np.argsort(users, kind="stable")
+    for seg in np.split(order, np.flatnonzero(np.diff(users[order])) + 1):
+        p = seg[rng.permutation(len(seg))]
+        items[seg], ratings[seg] = items[p], ratings[p]
+    _, first, inverse = np.unique(items, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse].astype(np.int32), ratings
+
+
 def student_on_test_part(
     users: npt.NDArray[np.int32],
     items: npt.NDArray[np.int32],
@@ -190,6 +208,8 @@ def main() -> None:
     ap.add_argument("--synthetic-set", action="append", default=[], metavar="KEY=VALUE",
                     help="with --synthetic: a generator setting other than its default "
                     "(repeatable), e.g. sharpness=8")
+    ap.add_argument("--shuffle-order", action="store_true",
+                    help="shuffle each user's items over their time slots first (train and test)")
     ap.add_argument("--student", action="store_true",
                     help="also the online student's figures on the same test part")
     args = ap.parse_args()
@@ -207,6 +227,9 @@ def main() -> None:
             raise SystemExit(f"dataset not found: {args.data}")
         users, items, ratings = load_ml100k(args.data)
         dataset = "ml-100k"
+    if args.shuffle_order:
+        items, ratings = shuffle_within_users(users, items, ratings, args.seed)
+        dataset += ", each user's order shuffled"
     split = int(0.7 * len(users))
     cfg = TeacherConfig(
         dim=args.dim,
