@@ -36,6 +36,7 @@ CONFIGS: dict[str, dict[str, object]] = {
     "teacher-epochs-5": {"epochs": 5},
     "teacher-epochs-12": {"epochs": 12},
     "no-transitions": {"transitions": False},
+    "student-init-0.01": {"init_std": 0.01},
 }
 
 
