@@ -56,7 +56,9 @@ Design choices, and why:
   per version): a cold-start request costs one GET of the version (and the blob only when it
   changed), none while the item refresher runs, which refreshes it too. The version is a
   random token, not a counter: a counter would restart after a clear and let a reader take a
-  new blob for the one it cached.
+  new blob for the one it cached. A cached blob is read again after ``POP_CACHE_MAX_AGE_S``
+  (30 s) whatever the token says, so a writer older than the token (a rolling upgrade) is
+  seen within that bound.
 - A processor's item sync costs the rows that changed, not the table: every delta push
   records its rows' new version in the ``item:rowver`` sorted set, and
   :meth:`RedisStore.pull_items_since` reads, in one Lua script (so of one version), the rows
@@ -121,7 +123,17 @@ _REFRESH_BACKOFF_CAP_S = 5.0
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _F32 = np.dtype("<f4")
+# Re-read popularity at least this often even when its version token is unchanged: a writer
+# older than the token (a processor not yet upgraded in a rolling upgrade) rewrites the blob
+# without renewing the token, and its writes would otherwise never reach a cached reader.
+POP_CACHE_MAX_AGE_S = 30.0
 _DELTA_TOKEN_TTL_S = 24 * 3600
+
+
+
+def _same_values(a: FloatArray | None, b: FloatArray | None) -> bool:
+    return a is b or (a is not None and b is not None and np.array_equal(a, b))
+
 
 # KEYS[1] hash; ARGV field1 value1 field2 value2 ...: keep the numeric max per field.
 _MAX_FIELDS_LUA = """
@@ -501,9 +513,10 @@ class RedisStore:
         self._refresh_max_age_s = 0.0
         self._refresh_every_s: float | None = None  # the period of the last start
         self._refresh_errors = 0
-        # popularity by pop:ver token, replaced whole: (token, snapshot); and the refresher's
-        # (monotonic time of its check, snapshot), as _served
-        self._pop_cache: tuple[bytes, RankedPopularity] | None = None
+        # popularity by pop:ver token, replaced whole: (token, snapshot, monotonic time of its
+        # read); and the refresher's (monotonic time of its check, snapshot), as _served
+        self._pop_cache: tuple[bytes, RankedPopularity, float] | None = None
+        self.pop_cache_max_age_s = POP_CACHE_MAX_AGE_S
         self._served_pop: tuple[float, RankedPopularity] | None = None
 
     # -- keys and plumbing ------------------------------------------------------------------
@@ -1345,7 +1358,11 @@ class RedisStore:
         ver, pop_key = self._k("pop", "ver"), self._k("pop")
         with self._errors("popularity"):
             token = self._client.get(ver)
-            if cached is not None and token == cached[0]:
+            if (
+                cached is not None
+                and token == cached[0]
+                and time.monotonic() - cached[2] <= self.pop_cache_max_age_s
+            ):
                 return cached[1]
             if token is None:  # written before versions (or never): read it, as before
                 if versioned_only:
@@ -1357,9 +1374,13 @@ class RedisStore:
                     pipe.get(pop_key)
                     token, raw = pipe.execute()
         values = None if raw is None else np.frombuffer(raw, dtype=_F32)
+        if cached is not None and token == cached[0] and _same_values(cached[1].values, values):
+            # an expired entry whose blob did not change keeps its snapshot (and ranked prefix)
+            self._pop_cache = (token, cached[1], time.monotonic())
+            return cached[1]
         pop = RankedPopularity(values, ranked=token is not None)
         if token is not None:  # racing reads may cache an older one: the next check replaces it
-            self._pop_cache = (token, pop)
+            self._pop_cache = (token, pop, time.monotonic())
         return pop
 
     def applied_offset(self, topic: str, partition: int) -> int | None:

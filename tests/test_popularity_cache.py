@@ -336,6 +336,29 @@ def test_redis_popularity_written_before_versions_is_read_every_time(
         other.close()
 
 
+def test_a_blob_rewritten_without_a_new_version_is_read_once_the_cache_is_old(
+    stores: tuple[RedisStore, RedisStore], raw: redis.Redis, calls: Calls
+) -> None:
+    # a processor not yet upgraded (rolling upgrade) writes pop without renewing pop:ver
+    writer, reader = stores
+    writer.write_batch(_table(4))
+    first, prefix = reader.popularity_ranked()
+    assert first is not None and first.tolist() == [0, 1, 2, 3] and prefix is not None
+    raw.set("p:pop", np.array([3, 2, 1, 0], np.float32).tobytes())
+    assert reader.popularity() is first  # within the cache's age: the version check only
+    reader.pop_cache_max_age_s = 0.0
+    values, new_prefix = reader.popularity_ranked()
+    assert values is not None and values.tolist() == [3, 2, 1, 0]
+    assert new_prefix is not None and new_prefix.tolist() == [0, 1, 2, 3]
+    assert reader.recommend("x", 2)[0] == ["i0", "i1"]
+    # an expired entry whose blob is unchanged keeps its snapshot: ranked once, not per read
+    assert reader.popularity_ranked()[0] is values
+    assert reader.popularity_ranked()[1] is new_prefix
+    reader.pop_cache_max_age_s = 3600.0
+    calls.main = 0
+    assert reader.popularity() is values and calls.main == 1
+
+
 def test_redis_popularity_after_a_clear_is_not_taken_for_the_cached_one(
     stores: tuple[RedisStore, RedisStore]
 ) -> None:
