@@ -807,6 +807,13 @@ class ProcessorCore:
             return f"its item table epoch changed from {self._hub_epoch!r} to {epoch!r}"
         return None
 
+    def _table_epoch(self) -> str:
+        """The hub's table epoch now; "" for a hub without epochs or conditional pushes."""
+        state = getattr(self.hub, "item_table_state", None)
+        if state is None or not self._push_takes_epoch:
+            return ""
+        return str(self._retrying("item hub check", state)[0])
+
     def _map_disagrees(self, ids: list[str]) -> str | None:
         """Why the hub's whole id list ``ids`` contradicts the local map; None when it
         does not. Gaps ("": allocated elsewhere, not pulled yet) lie past the last pull."""
@@ -862,9 +869,11 @@ class ProcessorCore:
         # so no step draws them and no push sends them
         self._grow(len(self.users), len(self._item_ids))
         self.learner.student.n_items = len(self._item_ids)
-        # the hub's table is another one now: pull it all, serve it whole, push every row
+        # the hub's table is another one now: pull it all, serve it whole, push every row;
+        # that push is conditional too, on the epoch of the table the ids were just
+        # registered in, so a second wipe before it is rejected by the hub, not written over
         self._hub_version = None
-        self._hub_epoch = ""
+        self._hub_epoch = self._table_epoch()
         self._hub_ids = 0
         self._served_version = None
         self._dirty_all = True

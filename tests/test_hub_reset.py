@@ -464,6 +464,56 @@ def test_a_reset_between_the_check_and_the_push_adds_nothing_to_other_rows(
     assert core.stats.hub_resets == 1 and hub.epochs[-1] == epoch != ""
 
 
+def test_a_second_wipe_before_the_recoverys_own_push_adds_nothing_to_other_rows(
+    hubs: Hubs,
+) -> None:
+    """As above, and the hub is wiped and rebuilt again (y0..y39 at rows 0..39) inside the
+    recovery's own push: that push is conditional on the epoch the processor re-registered
+    in, so it writes nothing either; the processor recovers again (its ids at 40..59)."""
+    make, wipe = hubs
+    store = MemoryStore()
+    hub = _WipedAtPush(make())
+    core = ProcessorCore(store, _config(), hub=hub)  # type: ignore[arg-type]
+    feed = _Feeder(0)
+    _learn_old_catalogue(core, feed)
+    old = list(core._item_ids)
+    feed(core, [(f"u{k % 5}", f"i{k % 20}") for k in range(40)])
+    want = _local(core)
+    width = 2 * DIM + 1
+
+    def rebuild(ids: list[str], then: Callable[[], None] | None) -> Callable[[], None]:
+        def run() -> None:
+            wipe()
+            other = make()
+            assert other.allocate_ids("item", ids) == list(range(len(ids)))  # type: ignore[attr-defined]
+            rows = np.arange(len(ids))
+            other.push_item_deltas(rows, _theirs(len(ids), width))  # type: ignore[attr-defined]
+            hub.armed = then  # the next push, the recovery's own, meets the next wipe
+
+        return run
+
+    second = [f"y{j}" for j in range(40)]
+    hub.armed = rebuild([f"x{j}" for j in range(20)], rebuild(second, None))
+    _sync(core)
+    assert hub.armed is None and "" not in hub.epochs[-3:]  # every push carried its epoch
+    assert core.stats.hub_resets == 2
+    hub_ids, table = make().pull_item_offsets()  # type: ignore[attr-defined]
+    assert hub_ids == second + old
+    np.testing.assert_array_equal(table[:40], _theirs(40, width))  # no delta on their rows
+    _check_map(core, hub_ids)
+    _close(_local(core), want, old)
+    _close(_served(store), want, old)
+    init = core._init_q_cache(len(hub_ids))
+    for item in old:
+        idx = core._item_index[item]
+        np.testing.assert_allclose(init[idx] + table[idx, :DIM], want[item][0], atol=2e-6)
+
+
+def _theirs(n: int, width: int) -> np.ndarray:
+    """Another processor's offsets: row j holds j + 1 everywhere."""
+    return np.arange(1, n + 1, dtype=np.float32)[:, None] * np.ones((1, width), np.float32)
+
+
 def test_a_push_without_an_epoch_writes_into_any_table(hubs: Hubs) -> None:
     """``epoch=""`` (and no epoch) keeps the unconditional push; a wrong epoch writes
     nothing and says so."""
