@@ -62,8 +62,9 @@ class ItemHub(Protocol):
     # getattr; see ProcessorCore's "hub resets"):
     #
     # item_table_state() -> (epoch, number of item ids): a cheap check made before each push.
-    # restore_item_offsets(rows, offsets): write ``offsets`` into the rows no push reached
-    #     since the table was created, atomically; other rows are left as they are.
+    # restore_item_offsets(rows, offsets, epoch=""): write ``offsets`` into the rows no push
+    #     reached since the table was created, atomically; other rows are left as they are
+    #     (``epoch`` as in push_item_deltas: a table of another epoch takes nothing).
 
 
 class ItemChanges(NamedTuple):
@@ -149,10 +150,13 @@ class LocalItemHub:
                 raise HubReset(f"item table epoch {self._epoch!r}, the push's {epoch!r}")
             self._add(np.asarray(rows, np.int64), np.asarray(deltas, np.float32))
 
-    def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray) -> None:
-        """Write ``offsets`` into the rows no push reached since the table was created."""
+    def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray, epoch: str = "") -> None:
+        """Write ``offsets`` into the rows no push reached since the table was created
+        (``epoch`` as in :meth:`push_item_deltas`)."""
         rows = np.asarray(rows, np.int64)
         with self._lock:
+            if epoch and epoch != self._epoch:
+                raise HubReset(f"item table epoch {self._epoch!r}, the restore's {epoch!r}")
             have = len(self._rowver)
             empty = rows >= have
             empty[~empty] = self._rowver[rows[~empty]] == 0
@@ -226,12 +230,13 @@ class StoreItemHub:
         """``(epoch, number of item ids)`` of the hub's table."""
         return self.store.item_table_state()  # type: ignore[attr-defined,no-any-return]
 
-    def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray) -> None:
-        """Write ``offsets`` into the rows that hold nothing (all zero) in the hub's table."""
+    def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray, epoch: str = "") -> None:
+        """Write ``offsets`` into the rows that hold nothing (all zero) in the hub's table
+        (``epoch`` as in :meth:`push_item_deltas`)."""
         w = 2 * self.dim
         self.store.push_item_deltas(  # type: ignore[attr-defined]
             np.asarray(rows, np.int64), np.ascontiguousarray(offsets[:, :w]),
-            np.ascontiguousarray(offsets[:, w]), only_empty=True,
+            np.ascontiguousarray(offsets[:, w]), only_empty=True, epoch=epoch,
         )
 
     def pull_item_offsets(self) -> tuple[list[str], np.ndarray]:

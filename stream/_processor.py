@@ -650,8 +650,9 @@ class ProcessorCore:
         for _ in range(_RESET_ATTEMPTS):
             if reason is not None:
                 self._recover_hub_reset(reason)
-            self._restore_offsets()  # a no-op unless a recovery's restore failed
-            reason = self._push_item_changes(incremental)
+            reason = self._restore_offsets()  # a no-op unless a recovery's restore failed
+            if reason is None:
+                reason = self._push_item_changes(incremental)
             if reason is not None:  # reset after the check: the hub wrote nothing
                 continue
             pulled = self._pull_item_changes(incremental, since)
@@ -880,26 +881,35 @@ class ProcessorCore:
         self._sync_now = True
         self.stats.hub_resets += 1
         self._to_restore = new  # kept until the hub took it (a sync retries a failed one)
-        self._restore_offsets()
+        self._restore_offsets()  # a rejection (wiped again) is found by the sync's checks
 
-    def _restore_offsets(self) -> None:
+    def _restore_offsets(self) -> str | None:
         """Give the hub this processor's last pulled offsets of the rows a recovery left to
         restore where it has none (another processor may have restored them first: theirs
-        stand, not doubled)."""
+        stand, not doubled), on the condition that the table is still of the epoch the ids
+        were re-registered in. Returns why the hub looks reset when it rejected the restore
+        (it wrote nothing, and the rows stay to restore), else None."""
         rows = self._to_restore
         if rows is None:
-            return
+            return None
         base = self._base[rows]
         keep = np.any(base != 0, axis=1)
         rows, base = rows[keep], base[keep]
         restore = getattr(self.hub, "restore_item_offsets", None)
+        epoch = self._hub_epoch if self._push_takes_epoch else ""
         if not len(rows):
             pass
+        elif restore is not None and epoch and _takes_epoch(restore):
+            try:
+                self._retrying("item hub restore", lambda: restore(rows, base, epoch=epoch))
+            except HubReset as exc:
+                return f"it rejected a restore of epoch {epoch!r}: {exc}"
         elif restore is not None:
             self._retrying("item hub restore", lambda: restore(rows, base))
         else:
             self._restore_by_push(rows, base)
         self._to_restore = None
+        return None
 
     def _restore_by_push(self, rows: np.ndarray, base: np.ndarray) -> None:
         """The restore on a hub without ``restore_item_offsets``: push into the rows its
@@ -1254,7 +1264,8 @@ class ProcessorCore:
 
 
 def _takes_epoch(push: Callable[..., object]) -> bool:
-    """Whether a hub's ``push_item_deltas`` takes an ``epoch`` keyword."""
+    """Whether a hub's ``push_item_deltas`` (or ``restore_item_offsets``) takes an ``epoch``
+    keyword."""
     try:
         params = inspect.signature(push).parameters.values()
     except (TypeError, ValueError):  # no signature to read: assume the bare protocol

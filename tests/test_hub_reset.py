@@ -509,6 +509,65 @@ def test_a_second_wipe_before_the_recoverys_own_push_adds_nothing_to_other_rows(
         np.testing.assert_allclose(init[idx] + table[idx, :DIM], want[item][0], atol=2e-6)
 
 
+class _WipedAtRestore(_WipedAtPush):
+    """Runs ``armed_restore()`` inside its next restore, before the restore reaches the hub."""
+
+    armed_restore: Callable[[], None] | None = None
+
+    def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray, epoch: str = "") -> None:
+        self.epochs.append(epoch)
+        armed, self.armed_restore = self.armed_restore, None
+        if armed is not None:
+            armed()
+        self.inner.restore_item_offsets(rows, offsets, epoch=epoch)  # type: ignore[attr-defined]
+
+
+def test_a_wipe_before_the_recoverys_restore_restores_nothing_into_other_rows(
+    hubs: Hubs,
+) -> None:
+    """The hub is wiped and rebuilt (x0..x19) inside a push; inside the recovery's restore
+    it is wiped again and another processor allocates y0..y39 at rows 0..39 without pushing
+    yet (empty rows, which a restore fills): the restore, conditional on the epoch the ids
+    were re-registered in, writes nothing; the processor recovers again (its ids at 40..59)."""
+    make, wipe = hubs
+    store = MemoryStore()
+    hub = _WipedAtRestore(make())
+    core = ProcessorCore(store, _config(), hub=hub)  # type: ignore[arg-type]
+    feed = _Feeder(0)
+    _learn_old_catalogue(core, feed)
+    old = list(core._item_ids)
+    feed(core, [(f"u{k % 5}", f"i{k % 20}") for k in range(40)])
+    want = _local(core)
+    width = 2 * DIM + 1
+    second = [f"y{j}" for j in range(40)]
+
+    def allocate_only() -> None:
+        wipe()
+        assert make().allocate_ids("item", second) == list(range(40))  # type: ignore[attr-defined]
+
+    def rebuild() -> None:
+        wipe()
+        other = make()
+        assert other.allocate_ids("item", [f"x{j}" for j in range(20)]) == list(range(20))  # type: ignore[attr-defined]
+        other.push_item_deltas(np.arange(20), _theirs(20, width))  # type: ignore[attr-defined]
+        hub.armed_restore = allocate_only
+
+    hub.armed = rebuild
+    _sync(core)
+    assert hub.armed is None and hub.armed_restore is None
+    assert core.stats.hub_resets == 2
+    hub_ids, table = make().pull_item_offsets()  # type: ignore[attr-defined]
+    assert hub_ids == second + old
+    np.testing.assert_array_equal(table[:40], np.zeros((40, width), np.float32))  # untouched
+    _check_map(core, hub_ids)
+    _close(_local(core), want, old)
+    _close(_served(store), want, old)
+    init = core._init_q_cache(len(hub_ids))
+    for item in old:
+        idx = core._item_index[item]
+        np.testing.assert_allclose(init[idx] + table[idx, :DIM], want[item][0], atol=2e-6)
+
+
 def _theirs(n: int, width: int) -> np.ndarray:
     """Another processor's offsets: row j holds j + 1 everywhere."""
     return np.arange(1, n + 1, dtype=np.float32)[:, None] * np.ones((1, width), np.float32)
