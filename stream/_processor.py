@@ -59,7 +59,9 @@ moves all its item-indexed state to the hub's indices where they differ (tables,
 accumulators, pulled base, popularity, histories, seen pairs, soft-label tables; learned
 vectors keep their values), restores its last pulled offsets into the hub rows no processor
 restored yet (atomic on the hub: never doubled), and its next sync pushes every row's
-change, pulls all and writes the served table whole. Knowledge no processor held is lost
+change, pulls all and writes the served table whole. That restore and push name the epoch
+the ids were re-registered in, so a second wipe before them is rejected and recovered from
+again rather than written into the rebuilt table. Knowledge no processor held is lost
 with the wipe (rows changed by others after a processor's last pull). Item indices only:
 user rows are local to each processor.
 
