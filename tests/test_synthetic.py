@@ -244,3 +244,122 @@ def test_series_are_runs_inside_a_theme_and_the_stream_follows_them() -> None:
     assert open_[1] > 0.2 and open_[1] > 3 * without[1]
     assert open_[1] - open_[0] > 2 * (last_only[1] - last_only[0])
     assert (_World(SMALL, np.random.default_rng(3)).successor == -1).all()  # off by default
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("partners", -1), ("partners", 400), ("partners", 2.0), ("partner_weight", -1.0),
+     ("partner_second", -0.5), ("partner_sigma", -0.1), ("partner_weight", float("nan"))],
+)
+def test_bad_partner_settings_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"SyntheticConfig.{field}"):
+        dataclasses.replace(SMALL, **{field: value})
+
+
+def _partner_shares(cols: EventColumns, partner: np.ndarray) -> tuple[float, float]:
+    """Shares of a user's positive events (after the second) whose item is a partner of the
+    user's last item, and of the item before it."""
+    sets = [set(row) for row in partner.tolist()]
+    hist: dict[str, list[int]] = defaultdict(list)
+    last_hits = second_hits = pairs = 0
+    for user, item, kind in zip(cols.user, cols.item, cols.type, strict=True):
+        if kind in ("skip", "dislike"):
+            continue
+        i, h = int(item[1:]), hist[user]
+        if len(h) >= 2:
+            pairs += 1
+            last_hits += i in sets[h[-1]]
+            second_hits += i in sets[h[-2]]
+        h.append(i)
+    return last_hits / pairs, second_hits / pairs
+
+
+def test_partners_are_distinct_popular_items_and_the_stream_follows_them() -> None:
+    from kdstream.replay._synthetic import _World
+
+    cfg = dataclasses.replace(SMALL, partners=10, partner_weight=3.0, partner_sigma=1.0)
+    world = _World(cfg, np.random.default_rng(cfg.seed))  # generate() builds the same world
+    partner, link = world.partner, world.link
+    assert partner.shape == link.shape == (SMALL.n_items, 10)
+    assert all(len(set(row)) == 10 for row in partner.tolist())  # distinct
+    assert not (partner == np.arange(SMALL.n_items)[:, None]).any()  # never the item itself
+    assert (link > 0).all() and link.mean() == pytest.approx(1.0, abs=0.1)
+    assert link.std() > 0.5  # log-normal strengths: a few strong links per item
+    # drawn by appeal: popular items are partners of more items than unpopular ones
+    in_degree = np.bincount(partner.ravel(), minlength=SMALL.n_items)
+    top = np.argsort(world.log_appeal)[::-1]
+    assert in_degree[top[:40]].mean() > 2 * in_degree[top[-40:]].mean()
+    # not from the latent factors: a partner shares the item's theme about as often as chance
+    same_topic = (world.topic[partner] == world.topic[:, None]).mean()
+    assert same_topic < 0.2
+
+    chance = 10 / SMALL.n_items
+    linked = _partner_shares(generate(cfg), partner)
+    second = _partner_shares(generate(dataclasses.replace(cfg, partner_second=3.0)), partner)
+    without = _partner_shares(generate(dataclasses.replace(cfg, partner_weight=0.0)), partner)
+    assert linked[0] > 0.3 and linked[0] > 10 * without[0]
+    assert without[0] < 3 * chance  # the links alone, not the latent factors, make the share
+    assert second[1] > 0.2 and second[1] > 5 * linked[1]
+
+
+def test_partners_off_by_default_leave_the_stream_unchanged(small: EventColumns) -> None:
+    from kdstream.replay._synthetic import _World
+
+    assert _World(SMALL, np.random.default_rng(3)).partner.shape == (SMALL.n_items, 0)
+    # weights without partners draw nothing more: the same stream as without them
+    weighted = generate(dataclasses.replace(SMALL, partner_weight=3.0, partner_second=1.0))
+    np.testing.assert_array_equal(weighted.item, small.item)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lists", -1), ("list_len", 0), ("list_weight", -1.0),
+     ("list_skip", 1.0), ("list_skip", -0.1), ("lists", 1.5)],
+)
+def test_bad_list_settings_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"SyntheticConfig.{field}"):
+        dataclasses.replace(SMALL, **{field: value})
+
+
+def _down_a_list_share(cols: EventColumns, lists: np.ndarray) -> float:
+    """Share of a user's positive events (after the first) whose item comes right after the
+    user's last item on some list."""
+    after: defaultdict[int, set[int]] = defaultdict(set)
+    for row in lists.tolist():
+        row = [i for i in row if i >= 0]
+        for k, item in enumerate(row):
+            after[item].update(row[k + 1 : k + 2])
+    last: dict[str, int] = {}
+    hits = pairs = 0
+    for user, item, kind in zip(cols.user, cols.item, cols.type, strict=True):
+        if kind in ("skip", "dislike"):
+            continue
+        i = int(item[1:])
+        if user in last:
+            pairs += 1
+            hits += i in after[last[user]]
+        last[user] = i
+    return hits / pairs
+
+
+def test_lists_are_theme_pages_and_sessions_go_down_them() -> None:
+    from kdstream.replay._synthetic import _World
+
+    # themes of SMALL's 400 items are too small for lists shorter than the theme
+    cfg = dataclasses.replace(SMALL, n_items=1500, lists=100, list_len=20, list_weight=4.0)
+    world = _World(cfg, np.random.default_rng(cfg.seed))  # generate() builds the same world
+    lists, topic = world.lists, world.list_topic
+    assert lists.shape == (100, 20) and topic.shape == (100,)
+    for row, t in zip(lists.tolist(), topic.tolist(), strict=True):
+        items = [i for i in row if i >= 0]
+        assert row[: len(items)] == items  # padding only at the end
+        assert len(set(items)) == len(items) == min(20, int((world.topic == t).sum()))
+        assert (world.topic[items] == t).all()  # a list holds items of its theme
+    assert np.bincount(lists[lists >= 0]).max() > 1  # an item is on several lists
+    followed = _down_a_list_share(generate(cfg), lists)
+    ignored = _down_a_list_share(generate(dataclasses.replace(cfg, list_weight=0.0)), lists)
+    assert followed > 0.05 and followed > 3 * ignored
+    # off by default: no lists, and a weight without lists draws nothing more
+    assert _World(SMALL, np.random.default_rng(3)).lists.shape == (0, SMALL.list_len)
+    np.testing.assert_array_equal(
+        generate(dataclasses.replace(SMALL, list_weight=4.0)).item, generate(SMALL).item)
