@@ -204,7 +204,12 @@ class SASRecTeacher:
         n_users = len(np.unique(u))
         inputs, targets = self._sequences(u, it) if len(u) >= 2 else (None, None)
 
-        with self._lock:
+        devices = [torch.cuda.current_device()] if self.device == "cuda" else []
+        with self._lock, torch.random.fork_rng(devices=devices):
+            # Seeded per version, new items' rows included: the same window gives the same
+            # model whatever drew from torch's global generator before (another pipeline in
+            # this process), yet each refresh sees a fresh shuffle.
+            torch.manual_seed(cfg.seed + 7919 * self.version)
             if self._model is not None:
                 self._model.grow(n_items)
             if inputs is None or targets is None or len(inputs) == 0:
@@ -214,13 +219,9 @@ class SASRecTeacher:
                 )  # fmt: skip
             if self.device == "cpu":
                 torch.set_num_threads(cfg.num_threads)
-            devices = [torch.cuda.current_device()] if self.device == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                # Seeded per version: reproducible, yet each refresh sees a fresh shuffle.
-                torch.manual_seed(cfg.seed + 7919 * self.version)
-                if self._model is None:
-                    self._model = self._new_model(n_items)
-                epochs, loss = self._train(self._model, inputs, targets, start)
+            if self._model is None:
+                self._model = self._new_model(n_items)
+            epochs, loss = self._train(self._model, inputs, targets, start)
             self._check_finite(self._model)
             self.version += 1
             return FitReport(

@@ -190,6 +190,22 @@ def test_same_seed_same_labels_other_seed_differs() -> None:
     assert not np.array_equal(runs[0][1], runs[2][1])
 
 
+def test_a_grown_catalogue_does_not_depend_on_torch_draws_before_it() -> None:
+    # new items' rows are drawn at the next fit: from the teacher's seed, not from whatever
+    # else drew from torch's global generator in this process (a second pipeline, a notebook)
+    import torch
+
+    users, items = cyclic_stream()
+    runs = []
+    for draws in (0, 5):
+        teacher = SASRecTeacher(tiny_config(epochs=1, seed=3))
+        teacher.fit(users, items, N_ITEMS)
+        torch.rand(draws)  # another user of the global generator, between two refreshes
+        teacher.fit(users, items, N_ITEMS + 4)
+        runs.append(teacher.score_next([np.array([0, 1]), np.array([4])]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
 # ---------------------------------------------------------------- persistence
 def test_save_load_round_trip(fitted: SASRecTeacher, tmp_path: Path) -> None:
     fitted.save(tmp_path / "t")
