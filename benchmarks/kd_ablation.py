@@ -9,7 +9,7 @@ every configuration of ``CONFIGS``. Each configuration runs ``scaled_config`` (w
 ``kdstream evaluate`` uses) with one change, and prints one JSON line with the HR@10 of every
 variant. With CUDA the teacher trains on the GPU (same epochs, so the same model up to
 numerics, much faster); the configurations of the README were chosen on these lines. A tiny
-run (the smoke test): ``kd_ablation.py syn --events 3000 --procs 1 --configs default,alpha-1.0``.
+run (the smoke test): ``kd_ablation.py syn --events 6000 --procs 1 --configs default,alpha-1.0``.
 """
 
 from __future__ import annotations
