@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -399,11 +400,13 @@ def test_redis_restore_writes_only_empty_rows(password_redis: int) -> None:
 
 class _WipedAtPush:
     """A hub that runs ``armed()`` (a wipe and rebuild) inside its next push, before the
-    push reaches the hub: after the processor's check, before its write."""
+    push reaches the hub: after the processor's check, before its write; and
+    ``armed_restore()`` likewise inside its next offset restore."""
 
     def __init__(self, inner: object) -> None:
         self.inner = inner
         self.armed: Callable[[], None] | None = None
+        self.armed_restore: Callable[[], None] | None = None
         self.epochs: list[str] = []
 
     def __getattr__(self, name: str) -> object:
@@ -416,39 +419,53 @@ class _WipedAtPush:
             armed()
         self.inner.push_item_deltas(rows, deltas, epoch=epoch)  # type: ignore[attr-defined]
 
+    def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray, epoch: str = "") -> None:
+        self.epochs.append(epoch)
+        armed, self.armed_restore = self.armed_restore, None
+        if armed is not None:
+            armed()
+        self.inner.restore_item_offsets(rows, offsets, epoch=epoch)  # type: ignore[attr-defined]
 
-def test_a_reset_between_the_check_and_the_push_adds_nothing_to_other_rows(
-    hubs: Hubs,
-) -> None:
-    """The hub is wiped and rebuilt by another processor with other ids (x0..x19 at this
-    processor's rows 0..19, holding that processor's offsets) after the check before the
-    push: the push, conditional on the epoch of this processor's rows, writes nothing; the
-    processor recovers (its ids at 20..39) and ends with its vectors under its ids."""
-    make, wipe = hubs
+
+def _theirs(n: int) -> np.ndarray:
+    """Another processor's offsets: row j holds j + 1 everywhere."""
+    return np.arange(1, n + 1, dtype=np.float32)[:, None] * np.ones((1, 2 * DIM + 1), np.float32)
+
+
+def _racing(make: Callable[[], object]) -> tuple[MemoryStore, _WipedAtPush, ProcessorCore,
+                                                  _Feeder, list[str], dict[str, Any]]:
+    """A processor that learned the old catalogue and changed its rows since its last sync
+    (known ids: no allocation), on a hub that can be wiped inside a push or a restore:
+    ``(store, hub, core, feed, its ids in index order, its rows by id)``."""
     store = MemoryStore()
     hub = _WipedAtPush(make())
     core = ProcessorCore(store, _config(), hub=hub)  # type: ignore[arg-type]
     feed = _Feeder(0)
     _learn_old_catalogue(core, feed)
-    old = list(core._item_ids)  # in index order
-    feed(core, [(f"u{k % 5}", f"i{k % 20}") for k in range(40)])  # known ids: no allocation
-    want = _local(core)
-    others = [f"x{j}" for j in range(20)]
-    theirs = np.arange(1, 21, dtype=np.float32)[:, None] * np.ones((1, 2 * DIM + 1), np.float32)
+    old = list(core._item_ids)
+    feed(core, [(f"u{k % 5}", f"i{k % 20}") for k in range(40)])
+    return store, hub, core, feed, old, _local(core)
 
-    def rebuild() -> None:
-        wipe()
-        other = make()
-        assert other.allocate_ids("item", others) == list(range(20))  # type: ignore[attr-defined]
-        other.push_item_deltas(np.arange(20), theirs)  # type: ignore[attr-defined]
 
-    hub.armed = rebuild
-    _sync(core)
-    assert hub.armed is None and hub.epochs[-2] != ""  # the racing push carried its epoch
-    assert core.stats.hub_resets == 1
+def _rebuild(make: Callable[[], object], wipe: Callable[[], None], ids: list[str], *,
+             push: bool = True) -> None:
+    """Another processor wipes the hub, allocates ``ids`` (rows 0..) and pushes its offsets."""
+    wipe()
+    other = make()
+    assert other.allocate_ids("item", ids) == list(range(len(ids)))  # type: ignore[attr-defined]
+    if push:
+        other.push_item_deltas(np.arange(len(ids)), _theirs(len(ids)))  # type: ignore[attr-defined]
+
+
+def _check_ours(make: Callable[[], object], store: MemoryStore, core: ProcessorCore,
+                old: list[str], want: dict[str, Any], theirs: list[str],
+                their_rows: np.ndarray) -> None:
+    """The hub lists ``theirs`` then this processor's ids, their rows hold ``their_rows``
+    (nothing of this processor's), and this processor's rows, local table and served table
+    hold its vectors under its ids."""
     hub_ids, table = make().pull_item_offsets()  # type: ignore[attr-defined]
-    assert hub_ids == others + old
-    np.testing.assert_array_equal(table[:20], theirs)  # no delta on another item's row
+    assert hub_ids == theirs + old
+    np.testing.assert_array_equal(table[: len(theirs)], their_rows)
     _check_map(core, hub_ids)
     assert core._item_index == {item: j for j, item in enumerate(hub_ids)}
     _close(_local(core), want, old)
@@ -458,6 +475,24 @@ def test_a_reset_between_the_check_and_the_push_adds_nothing_to_other_rows(
         idx = core._item_index[item]
         np.testing.assert_allclose(init[idx] + table[idx, :DIM], want[item][0], atol=2e-6)
         assert abs(table[idx, 2 * DIM] - want[item][1]) < 2e-6
+
+
+def test_a_reset_between_the_check_and_the_push_adds_nothing_to_other_rows(
+    hubs: Hubs,
+) -> None:
+    """The hub is wiped and rebuilt by another processor with other ids (x0..x19 at this
+    processor's rows 0..19, holding that processor's offsets) after the check before the
+    push: the push, conditional on the epoch of this processor's rows, writes nothing; the
+    processor recovers (its ids at 20..39) and ends with its vectors under its ids."""
+    make, wipe = hubs
+    store, hub, core, feed, old, want = _racing(make)
+    others = [f"x{j}" for j in range(20)]
+    hub.armed = lambda: _rebuild(make, wipe, others)
+    n = len(hub.epochs)
+    _sync(core)
+    assert hub.armed is None and hub.epochs[n] != ""  # the racing push carried its epoch
+    assert core.stats.hub_resets == 1
+    _check_ours(make, store, core, old, want, others, _theirs(20))
     epoch = core._hub_epoch
     feed(core, [("u0", "i3")])
     _sync(core)  # and then syncs as before, its pushes on the new table's epoch
@@ -471,55 +506,19 @@ def test_a_second_wipe_before_the_recoverys_own_push_adds_nothing_to_other_rows(
     recovery's own push: that push is conditional on the epoch the processor re-registered
     in, so it writes nothing either; the processor recovers again (its ids at 40..59)."""
     make, wipe = hubs
-    store = MemoryStore()
-    hub = _WipedAtPush(make())
-    core = ProcessorCore(store, _config(), hub=hub)  # type: ignore[arg-type]
-    feed = _Feeder(0)
-    _learn_old_catalogue(core, feed)
-    old = list(core._item_ids)
-    feed(core, [(f"u{k % 5}", f"i{k % 20}") for k in range(40)])
-    want = _local(core)
-    width = 2 * DIM + 1
-
-    def rebuild(ids: list[str], then: Callable[[], None] | None) -> Callable[[], None]:
-        def run() -> None:
-            wipe()
-            other = make()
-            assert other.allocate_ids("item", ids) == list(range(len(ids)))  # type: ignore[attr-defined]
-            rows = np.arange(len(ids))
-            other.push_item_deltas(rows, _theirs(len(ids), width))  # type: ignore[attr-defined]
-            hub.armed = then  # the next push, the recovery's own, meets the next wipe
-
-        return run
-
+    store, hub, core, _, old, want = _racing(make)
     second = [f"y{j}" for j in range(40)]
-    hub.armed = rebuild([f"x{j}" for j in range(20)], rebuild(second, None))
+
+    def first() -> None:
+        _rebuild(make, wipe, [f"x{j}" for j in range(20)])
+        hub.armed = lambda: _rebuild(make, wipe, second)  # the recovery's own push
+
+    hub.armed = first
+    n = len(hub.epochs)
     _sync(core)
-    assert hub.armed is None and "" not in hub.epochs[-3:]  # every push carried its epoch
+    assert hub.armed is None and "" not in hub.epochs[n:]  # every push and restore named one
     assert core.stats.hub_resets == 2
-    hub_ids, table = make().pull_item_offsets()  # type: ignore[attr-defined]
-    assert hub_ids == second + old
-    np.testing.assert_array_equal(table[:40], _theirs(40, width))  # no delta on their rows
-    _check_map(core, hub_ids)
-    _close(_local(core), want, old)
-    _close(_served(store), want, old)
-    init = core._init_q_cache(len(hub_ids))
-    for item in old:
-        idx = core._item_index[item]
-        np.testing.assert_allclose(init[idx] + table[idx, :DIM], want[item][0], atol=2e-6)
-
-
-class _WipedAtRestore(_WipedAtPush):
-    """Runs ``armed_restore()`` inside its next restore, before the restore reaches the hub."""
-
-    armed_restore: Callable[[], None] | None = None
-
-    def restore_item_offsets(self, rows: np.ndarray, offsets: np.ndarray, epoch: str = "") -> None:
-        self.epochs.append(epoch)
-        armed, self.armed_restore = self.armed_restore, None
-        if armed is not None:
-            armed()
-        self.inner.restore_item_offsets(rows, offsets, epoch=epoch)  # type: ignore[attr-defined]
+    _check_ours(make, store, core, old, want, second, _theirs(40))
 
 
 def test_a_wipe_before_the_recoverys_restore_restores_nothing_into_other_rows(
@@ -530,47 +529,18 @@ def test_a_wipe_before_the_recoverys_restore_restores_nothing_into_other_rows(
     yet (empty rows, which a restore fills): the restore, conditional on the epoch the ids
     were re-registered in, writes nothing; the processor recovers again (its ids at 40..59)."""
     make, wipe = hubs
-    store = MemoryStore()
-    hub = _WipedAtRestore(make())
-    core = ProcessorCore(store, _config(), hub=hub)  # type: ignore[arg-type]
-    feed = _Feeder(0)
-    _learn_old_catalogue(core, feed)
-    old = list(core._item_ids)
-    feed(core, [(f"u{k % 5}", f"i{k % 20}") for k in range(40)])
-    want = _local(core)
-    width = 2 * DIM + 1
+    store, hub, core, _, old, want = _racing(make)
     second = [f"y{j}" for j in range(40)]
 
-    def allocate_only() -> None:
-        wipe()
-        assert make().allocate_ids("item", second) == list(range(40))  # type: ignore[attr-defined]
+    def first() -> None:
+        _rebuild(make, wipe, [f"x{j}" for j in range(20)])
+        hub.armed_restore = lambda: _rebuild(make, wipe, second, push=False)
 
-    def rebuild() -> None:
-        wipe()
-        other = make()
-        assert other.allocate_ids("item", [f"x{j}" for j in range(20)]) == list(range(20))  # type: ignore[attr-defined]
-        other.push_item_deltas(np.arange(20), _theirs(20, width))  # type: ignore[attr-defined]
-        hub.armed_restore = allocate_only
-
-    hub.armed = rebuild
+    hub.armed = first
     _sync(core)
     assert hub.armed is None and hub.armed_restore is None
     assert core.stats.hub_resets == 2
-    hub_ids, table = make().pull_item_offsets()  # type: ignore[attr-defined]
-    assert hub_ids == second + old
-    np.testing.assert_array_equal(table[:40], np.zeros((40, width), np.float32))  # untouched
-    _check_map(core, hub_ids)
-    _close(_local(core), want, old)
-    _close(_served(store), want, old)
-    init = core._init_q_cache(len(hub_ids))
-    for item in old:
-        idx = core._item_index[item]
-        np.testing.assert_allclose(init[idx] + table[idx, :DIM], want[item][0], atol=2e-6)
-
-
-def _theirs(n: int, width: int) -> np.ndarray:
-    """Another processor's offsets: row j holds j + 1 everywhere."""
-    return np.arange(1, n + 1, dtype=np.float32)[:, None] * np.ones((1, width), np.float32)
+    _check_ours(make, store, core, old, want, second, np.zeros((40, 2 * DIM + 1), np.float32))
 
 
 def test_a_push_without_an_epoch_writes_into_any_table(hubs: Hubs) -> None:
