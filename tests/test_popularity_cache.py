@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import redis
 import redis.connection
+from _redis_calls import REFRESH_THREAD, Calls, wait_until
 
 from kdstream.stream import MemoryStore, StoreBatch, _store, top_k_from_store
 from kdstream.stream._redis_store import RedisStore
 from kdstream.stream._store import RankedPopularity, popularity_prefix
 
 REDIS_PW = "popularity-test-pw"
-THREAD = "kdstream-item-refresh-"
 
 
 class _FullPath:
@@ -250,23 +250,6 @@ def raw(password_redis_url: str) -> Iterator[redis.Redis]:
         client.close()
 
 
-class Calls:
-    """Redis commands sent outside the refresher thread (every command, pipelines and Lua
-    scripts included, goes through ``Connection.send_packed_command``)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.main = 0
-        original = redis.connection.AbstractConnection.send_packed_command
-        calls = self
-
-        def counted(conn: Any, *args: Any, **kwargs: Any) -> Any:
-            if not threading.current_thread().name.startswith(THREAD):
-                calls.main += 1
-            return original(conn, *args, **kwargs)
-
-        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
-
-
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     return Calls(monkeypatch)
@@ -277,13 +260,6 @@ def _table(n: int, pop: np.ndarray | None = None) -> StoreBatch:
         item_ids=[f"i{j}" for j in range(n)], item_vectors=np.zeros((n, 2), np.float32),
         popularity=np.arange(n, dtype=np.float32) if pop is None else pop,
     )
-
-
-def _wait(cond: Any, timeout_s: float = 5.0) -> None:
-    start = time.monotonic()
-    while not cond():
-        assert time.monotonic() - start < timeout_s, "condition not met in time"
-        time.sleep(0.005)
 
 
 def test_redis_reader_rereads_popularity_only_when_it_changed(
@@ -415,7 +391,7 @@ def test_the_refresher_keeps_popularity_current_without_requests(
     writer, reader = stores
     writer.write_batch(_table(6))
     reader.start_item_refresh(every_s=0.01, max_age_s=60.0)
-    _wait(lambda: reader._served_pop is not None)
+    wait_until(lambda: reader._served_pop is not None)
     calls.main = 0
     values, prefix = reader.popularity_ranked()
     assert values is not None and values.tolist() == [0, 1, 2, 3, 4, 5]
@@ -423,7 +399,7 @@ def test_the_refresher_keeps_popularity_current_without_requests(
     assert reader.popularity() is values and calls.main == 0
     writer.write_batch(StoreBatch(popularity=np.array([0, 0, 0, 0, 0, 1], np.float32)))
     calls.main = 0
-    _wait(lambda: reader.popularity().tolist() == [0, 0, 0, 0, 0, 1])  # type: ignore[union-attr]
+    wait_until(lambda: reader.popularity().tolist() == [0, 0, 0, 0, 0, 1])  # type: ignore[union-attr]
     assert calls.main == 0
     assert values.tolist() == [0, 1, 2, 3, 4, 5]  # the old snapshot is unchanged
 
@@ -434,12 +410,12 @@ def test_a_stale_refresher_snapshot_reads_popularity_inline(
     writer, reader = stores
     writer.write_batch(_table(3))
     reader.start_item_refresh(every_s=0.01, max_age_s=60.0)
-    _wait(lambda: reader._served_pop is not None)
+    wait_until(lambda: reader._served_pop is not None)
     block = threading.Event()
     real = reader._table
 
     def stuck() -> Any:  # the refresher hangs in its next check
-        if threading.current_thread().name.startswith(THREAD):
+        if threading.current_thread().name.startswith(REFRESH_THREAD):
             block.wait()
         return real()
 
@@ -463,7 +439,7 @@ def test_the_refresher_leaves_unversioned_popularity_to_requests(
     writer.write_batch(_table(3))
     raw.delete("p:pop:ver")
     reader.start_item_refresh(every_s=0.01, max_age_s=60.0)
-    _wait(lambda: reader.item_refresh_status()["age_s"] is not None)
+    wait_until(lambda: reader.item_refresh_status()["age_s"] is not None)
     time.sleep(0.03)
     assert reader._served_pop is None and reader.item_refresh_status()["errors"] == 0
     raw.set("p:pop", np.array([5, 6, 7], np.float32).tobytes())

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis.connection
 import uvicorn
+from _redis_calls import REFRESH_THREAD, Calls, wait_until
 from test_dashboard import _browser, _dump, _free_port, _number
 
 from kdstream.api import StoreServingService, create_app
@@ -35,7 +35,6 @@ from kdstream.stream._redis_store import RedisStore
 
 REDIS_PW = "refresh-test-pw"
 N, D = 50, 4
-THREAD = "kdstream-item-refresh-"
 
 
 @pytest.fixture
@@ -62,26 +61,6 @@ def stores(password_redis_url: str) -> Iterator[tuple[RedisStore, RedisStore]]:
         writer.close()
 
 
-class Calls:
-    """Redis commands sent, by the thread that sent them (every command, pipelines and Lua
-    scripts included, goes through ``Connection.send_packed_command``)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.main = 0
-        self.refresher = 0
-        original = redis.connection.AbstractConnection.send_packed_command
-        calls = self
-
-        def counted(conn: Any, *args: Any, **kwargs: Any) -> Any:
-            if threading.current_thread().name.startswith(THREAD):
-                calls.refresher += 1
-            else:
-                calls.main += 1
-            return original(conn, *args, **kwargs)
-
-        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
-
-
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     return Calls(monkeypatch)
@@ -93,17 +72,8 @@ def _rows(rows: list[int], value: float) -> StoreBatch:
                       item_row_bias=np.full(k, value, np.float32))
 
 
-def _wait(cond: Callable[[], bool], timeout_s: float = 5.0) -> float:
-    """Seconds until ``cond()``; fails after ``timeout_s``."""
-    start = time.monotonic()
-    while not cond():
-        assert time.monotonic() - start < timeout_s, "condition not met in time"
-        time.sleep(0.005)
-    return time.monotonic() - start
-
-
 def _started(store: RedisStore) -> None:
-    _wait(lambda: store.item_refresh_status()["age_s"] is not None)
+    wait_until(lambda: store.item_refresh_status()["age_s"] is not None)
 
 
 def _has(store: RedisStore, rows: list[int], value: float) -> bool:
@@ -117,7 +87,7 @@ def _flaky(store: RedisStore, mode: dict[str, Any]) -> None:
     real = store._table
 
     def table() -> Any:
-        if threading.current_thread().name.startswith(THREAD):
+        if threading.current_thread().name.startswith(REFRESH_THREAD):
             if mode.get("block") is not None:
                 mode["block"].wait()
             if mode.get("raise") is not None:
@@ -137,7 +107,7 @@ def test_partial_rows_reach_readers_without_a_request(
     kept = old_vec.copy(), old_bias.copy()
     writer.write_batch(_rows([3, 40], 7.0))
     written = calls.main  # the write's commands; every check below is the refresher's
-    assert _wait(lambda: _has(reader, [3, 40], 7.0)) < 2.0
+    assert wait_until(lambda: _has(reader, [3, 40], 7.0)) < 2.0
     assert calls.main == written
     # the snapshot handed out before the refresh is unchanged (the refresh built new arrays)
     np.testing.assert_array_equal(old_vec, kept[0])
@@ -214,16 +184,16 @@ def test_a_failing_refresher_keeps_serving_and_recovers(
     _started(reader)
     caplog.set_level(logging.WARNING, logger="kdstream.stream._redis_store")
     mode["raise"] = ServiceError("Redis went away")
-    _wait(lambda: reader.item_refresh_status()["errors"] >= 2)
+    wait_until(lambda: reader.item_refresh_status()["errors"] >= 2)
     mode["raise"] = RuntimeError("a bug")  # not only our own errors
-    _wait(lambda: reader.item_refresh_status()["errors"] >= 3)
+    wait_until(lambda: reader.item_refresh_status()["errors"] >= 3)
     writer.write_batch(_rows([5], -3.0))
     calls.main = 0
     # the last snapshot (within max_age_s) is served meanwhile, without a Redis call
     assert not _has(reader, [5], -3.0) and calls.main == 0
     assert reader.item_refresh_status()["running"]
     mode["raise"] = None
-    _wait(lambda: _has(reader, [5], -3.0), timeout_s=10.0)  # after a backoff of <= 5 s
+    wait_until(lambda: _has(reader, [5], -3.0), timeout_s=10.0)  # after a backoff of <= 5 s
     assert calls.main == 0
     messages = [r.getMessage() for r in caplog.records]
     assert any("item refresh failed" in m and "Redis went away" in m for m in messages)
@@ -346,7 +316,7 @@ def test_serve_stops_the_refresher_when_the_server_fails(
     with pytest.raises(RuntimeError, match="port in use"):
         _serve(monkeypatch, ["--store", password_redis_url], during, opened)
     assert opened[0]._refresher is None
-    assert not any(t.name.startswith(THREAD) for t in threading.enumerate())
+    assert not any(t.name.startswith(REFRESH_THREAD) for t in threading.enumerate())
 
 
 def test_serve_without_the_refresher(
@@ -438,7 +408,7 @@ def test_a_stuck_refresher_degrades_health_and_recovers(
     service = StoreServingService(reader)
     assert service.health()["status"] == "ok"
     mode["block"] = threading.Event()  # the refresher hangs in its next check
-    _wait(lambda: service.health()["status"] == "degraded")
+    wait_until(lambda: service.health()["status"] == "degraded")
     report = _call(create_app(service), "/healthz")
     assert report.status_code == 200  # degraded, not down: requests still work
     body = report.json()
@@ -450,9 +420,9 @@ def test_a_stuck_refresher_degrades_health_and_recovers(
     age = _refresh_metrics(service.metrics_text())["kdstream_item_refresh_age_seconds"]
     assert age > 0.3
     mode["block"].set()
-    _wait(lambda: service.health()["status"] == "ok")
+    wait_until(lambda: service.health()["status"] == "ok")
     writer.write_batch(_rows([2], 1.0))  # and the refresher works again
-    _wait(lambda: _has(reader, [2], 1.0))
+    wait_until(lambda: _has(reader, [2], 1.0))
 
 
 def test_a_failing_refresher_reports_its_errors(stores: tuple[RedisStore, RedisStore]) -> None:
@@ -463,13 +433,13 @@ def test_a_failing_refresher_reports_its_errors(stores: tuple[RedisStore, RedisS
     _started(reader)
     service = StoreServingService(reader)
     mode["raise"] = ServiceError("Redis went away")
-    _wait(lambda: service.health()["status"] == "degraded")
+    wait_until(lambda: service.health()["status"] == "degraded")
     check = service.health()["checks"]["item_refresh"]
     assert check["errors"] >= 1 and check["running"] and "old" in check["reason"]
     errors = _refresh_metrics(service.metrics_text())["kdstream_item_refresh_errors_total"]
     assert errors >= check["errors"]  # a counter: never less than an earlier reading
     mode["raise"] = None
-    _wait(lambda: service.health()["status"] == "ok", timeout_s=10.0)  # after its backoff
+    wait_until(lambda: service.health()["status"] == "ok", timeout_s=10.0)  # after its backoff
 
 
 def test_no_first_snapshot_degrades_after_the_bound(stores: tuple[RedisStore, RedisStore]) -> None:
@@ -481,11 +451,11 @@ def test_no_first_snapshot_degrades_after_the_bound(stores: tuple[RedisStore, Re
     first = service.health()
     assert first["status"] == "ok" and first["checks"]["item_refresh"]["age_s"] is None
     assert math.isnan(_refresh_metrics(service.metrics_text())["kdstream_item_refresh_age_seconds"])
-    _wait(lambda: service.health()["status"] == "degraded")
+    wait_until(lambda: service.health()["status"] == "degraded")
     check = service.health()["checks"]["item_refresh"]
     assert check["age_s"] is None and "no snapshot" in check["reason"]
     mode["block"].set()
-    _wait(lambda: service.health()["status"] == "ok")
+    wait_until(lambda: service.health()["status"] == "ok")
 
 
 def test_a_dead_refresher_thread_is_not_ok(stores: tuple[RedisStore, RedisStore]) -> None:
@@ -557,11 +527,11 @@ def test_stats_count_failed_refreshes(stores: tuple[RedisStore, RedisStore]) -> 
     _started(reader)
     app = create_app(StoreServingService(reader))
     mode["raise"] = ServiceError("Redis went away")
-    _wait(lambda: _item_refresh(app)["errors"] >= 2)
+    wait_until(lambda: _item_refresh(app)["errors"] >= 2)
     got = _item_refresh(app)
     assert got["running"] and got["age_s"] > 0.01  # the last good snapshot, ageing
     mode["raise"] = None
-    _wait(lambda: _item_refresh(app)["age_s"] < 0.5, timeout_s=10.0)  # after its backoff
+    wait_until(lambda: _item_refresh(app)["age_s"] < 0.5, timeout_s=10.0)  # after its backoff
     assert _item_refresh(app)["errors"] >= got["errors"]  # a count since the start
 
 
@@ -592,7 +562,7 @@ def _uvicorn(app: Any) -> Iterator[str]:
                                            lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    _wait(lambda: server.started, timeout_s=20.0)
+    wait_until(lambda: server.started, timeout_s=20.0)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -615,7 +585,7 @@ def test_the_dashboard_shows_the_refresher(
         assert '<div class="tile" id="item-refresh-tile">' in page  # shown
         assert 0 <= float(_number(page, "item-refresh")) < 5.0
         mode["raise"] = ServiceError("Redis went away")
-        _wait(lambda: reader.item_refresh_status()["errors"] >= 1)
+        wait_until(lambda: reader.item_refresh_status()["errors"] >= 1)
         assert re.fullmatch(r"[0-9.]+ · [0-9,]+ failed",
                             _number(_dump(browser, url, tmp_path / "p2"), "item-refresh"))
     with _uvicorn(create_app(StoreServingService(MemoryStore()))) as url:
