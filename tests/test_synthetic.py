@@ -329,17 +329,8 @@ def _down_a_list_share(cols: EventColumns, lists: np.ndarray) -> float:
         row = [i for i in row if i >= 0]
         for k, item in enumerate(row):
             after[item].update(row[k + 1 : k + 2])
-    last: dict[str, int] = {}
-    hits = pairs = 0
-    for user, item, kind in zip(cols.user, cols.item, cols.type, strict=True):
-        if kind in ("skip", "dislike"):
-            continue
-        i = int(item[1:])
-        if user in last:
-            pairs += 1
-            hits += i in after[last[user]]
-        last[user] = i
-    return hits / pairs
+    pairs = _next_pairs(cols)
+    return sum(int(nxt[1:]) in after[int(prev[1:])] for prev, nxt in pairs) / len(pairs)
 
 
 def test_lists_are_theme_pages_and_sessions_go_down_them() -> None:
