@@ -32,6 +32,7 @@ from kdstream.stream import (
     Store,
     decode_event,
     encode_event,
+    item_table_view,
     top_k_from_store,
     user_view,
 )
@@ -675,7 +676,7 @@ class StoreServingService:
             "events": accepted,
             "events_per_s": 0.0,
             "users": n_users() if callable(n_users) else None,
-            "items": self._n_items(),
+            "items": len(item_table_view(self.store)[1]),  # no copy of the id list
             "dead_lettered": rejected,
             "consumer_lag": None,
             "hr_at_10": {},
@@ -685,12 +686,6 @@ class StoreServingService:
             "student_version": int(versions.get("student", 0)),
             "item_refresh": self._item_refresh_stats(),
         }
-
-    def _n_items(self) -> int:
-        """Items in the table, without copying its id list (a million ids per poll)."""
-        shared = getattr(self.store, "item_table_shared", None)
-        table = shared() if callable(shared) else self.store.item_table()
-        return len(table[1])  # vectors: a memory store's shared id list may run ahead
 
     def _item_refresh_stats(self) -> dict[str, Any] | None:
         """The refresher's status for ``/v1/stats`` (see :meth:`ServingService.stats`)."""
