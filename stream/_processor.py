@@ -682,7 +682,7 @@ class ProcessorCore:
             delta = self._local_deltas(marked)
             changed = np.any(delta != 0, axis=1)
             rows, delta = marked[changed], delta[changed]
-            epoch = self._hub_epoch if self._push_takes_epoch else ""
+            epoch = self._conditional_epoch()
             if len(rows) and epoch:
                 try:
                     self._retrying("item hub push",
@@ -799,10 +799,12 @@ class ProcessorCore:
     def _hub_reset_before_push(self) -> str | None:
         """Why the hub looks reset since the last pull, from its ``item_table_state`` (a hub
         without one is checked by the pull only); None when it does not."""
-        state = getattr(self.hub, "item_table_state", None)
-        if state is None or not self._synced_once:
+        if not self._synced_once:
             return None
-        epoch, n_ids = self._retrying("item hub check", state)
+        state = self._table_state()
+        if state is None:
+            return None
+        epoch, n_ids = state
         if n_ids < len(self._item_ids):
             return (f"it lists {n_ids} item ids, this processor holds indices up to "
                     f"{len(self._item_ids) - 1}")
@@ -810,12 +812,19 @@ class ProcessorCore:
             return f"its item table epoch changed from {self._hub_epoch!r} to {epoch!r}"
         return None
 
+    def _table_state(self) -> tuple[str, int] | None:
+        """The hub's ``item_table_state()`` (epoch, number of ids), None where it has none."""
+        state = getattr(self.hub, "item_table_state", None)
+        return None if state is None else self._retrying("item hub check", state)
+
     def _table_epoch(self) -> str:
         """The hub's table epoch now; "" for a hub without epochs or conditional pushes."""
-        state = getattr(self.hub, "item_table_state", None)
-        if state is None or not self._push_takes_epoch:
-            return ""
-        return str(self._retrying("item hub check", state)[0])
+        state = self._table_state() if self._push_takes_epoch else None
+        return "" if state is None else str(state[0])
+
+    def _conditional_epoch(self) -> str:
+        """The epoch this processor's pushes and restores name ("": unconditional)."""
+        return self._hub_epoch if self._push_takes_epoch else ""
 
     def _map_disagrees(self, ids: list[str]) -> str | None:
         """Why the hub's whole id list ``ids`` contradicts the local map; None when it
@@ -898,7 +907,7 @@ class ProcessorCore:
         keep = np.any(base != 0, axis=1)
         rows, base = rows[keep], base[keep]
         restore = getattr(self.hub, "restore_item_offsets", None)
-        epoch = self._hub_epoch if self._push_takes_epoch else ""
+        epoch = self._conditional_epoch()
         if not len(rows):
             pass
         elif restore is not None and epoch and _takes_epoch(restore):
