@@ -130,7 +130,6 @@ POP_CACHE_MAX_AGE_S = 30.0
 _DELTA_TOKEN_TTL_S = 24 * 3600
 
 
-
 def _same_values(a: FloatArray | None, b: FloatArray | None) -> bool:
     return a is b or (a is not None and b is not None and np.array_equal(a, b))
 
